@@ -34,8 +34,15 @@ slow: venv
 	OMP_NUM_THREADS=1 MPLBACKEND=Agg .venv/bin/nbdev_test --flags slow --n_workers 2 --timing  # one thread per notebook: 2 threads each oversubscribe 2 cores
 
 ## The docs site (needs Quarto: https://quarto.org); CI builds it in .github/workflows/deploy.yaml
-docs: venv
-	.venv/bin/nbdev_docs
+# Quarto is checked first, before the venv: without it nbdev_docs would run nbdev's Quarto installer (sudo) and then a
+# bare `pip install -e .[dev]` into whatever python is first on PATH. So without Quarto: one line, nothing changed, and a
+# failure (non-zero exit), because the site was not built and `make docs && <publish or open _docs>` must stop there.
+# With Quarto: nbdev_docs from .venv with .venv/bin first on PATH, so any pip nbdev calls is the venv's. README.md is
+# rendered by tools/readme.py (not Quarto): touching it keeps nbdev_docs's out-of-date check from re-rendering it.
+docs:
+	@command -v quarto >/dev/null 2>&1 || { echo "make docs needs Quarto (https://quarto.org) on PATH; nothing was done (the site is built by .github/workflows/deploy.yaml)"; exit 1; }
+	@$(MAKE) --no-print-directory venv
+	touch -c README.md && PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/nbdev_docs
 
 # the widget's browser test drives Debian's chromium; install it where we may (root with apt), never a downloaded browser
 browser-deps:
