@@ -6,8 +6,7 @@ from torch import nn
 import torch.nn.functional as F
 from optbook.data import tensor_dls
 from optbook.learner import (EVENTS, Callback, Learner, Recorder, SchedulerCallback, accuracy, set_seed, CancelFitException,
-                             CancelEpochException, CancelBatchException, CancelStepException, experiment, run_experiment,
-                             EXPERIMENTS, ExperimentResult, format_table)
+                             CancelEpochException, CancelBatchException, CancelStepException)
 
 
 class Log(Callback):
@@ -201,27 +200,6 @@ def test_mixed_precision_off_on_cpu():
     assert _learner(mixed_precision=True).mixed_precision is False
 
 
-def test_experiment_registry_and_table():
-    @experiment('tmp-exp', 'a test experiment')
-    def tmp(out_dir=None, quick=False): return ExperimentResult([dict(a=1, b=0.123456)], None, f'quick={quick}')
-    try:
-        res = run_experiment('tmp-exp', quick=True, verbose=False)
-        assert res.summary == 'quick=True' and format_table(res.table) == 'a  b     \n-  ------\n1  0.1235'
-        with pytest.raises(ValueError, match="'tmp-ex'.*tmp-exp"): run_experiment('tmp-ex')
-    finally: del EXPERIMENTS['tmp-exp']
-
-
-def test_cli_lists_experiments():
-    out = subprocess.run([sys.executable, '-m', 'optbook.experiments'], capture_output=True, text=True, check=True).stdout
-    assert 'mnist1d-baselines' in out
-
-
-def test_cli_unknown_name(capsys):
-    from optbook.experiments import main
-    with pytest.raises(SystemExit) as e: main(['nope'])
-    assert e.value.code == 2 and "unknown experiment 'nope'" in capsys.readouterr().err
-
-
 def test_grad_scaler_path_gives_the_same_numbers():
     "The loss-scaling path, run on CPU with a scaler of 2**16: scaling by a power of two and back is exact"
     class SkipSome(Callback):
@@ -247,20 +225,3 @@ def test_progress_table_and_bar(capsys):
     assert lines[0].split() == ['epoch', 'train_loss', 'valid_loss', 'accuracy', 'time'] and len(lines) == 3
     assert lines[2].split()[0] == '1' and float(lines[2].split()[2]) == pytest.approx(learn.recorder.values[1][1], abs=1e-6)
     assert '[' + '#' * 30 + '] 3/3' in err
-
-def test_run_experiment_reports_each_fit_on_stderr(capsys):
-    from optbook.learner import experiment, run_experiment, EXPERIMENTS, ExperimentResult
-    @experiment('test-progress', 'three tiny fits')
-    def three_fits(out_dir=None, quick=False):
-        for _ in range(3): Learner(nn.Linear(5, 3), _data(), opt_func=torch.optim.SGD, lr=0.1, progress=False).fit(1)
-        return ExperimentResult(table=[dict(fits=3)], figure=None, summary='done')
-    try:
-        run_experiment('test-progress')
-        err = capsys.readouterr().err.splitlines()
-        assert [l.split(' done')[0] for l in err] == [f'[test-progress] fit {i}' for i in (1, 2, 3)], err
-        assert all('valid_loss' in l and 'accuracy' in l for l in err)
-        run_experiment('test-progress', verbose=False)
-        assert capsys.readouterr().err == ''  # quiet when asked, and the listener is gone afterwards
-        Learner(nn.Linear(5, 3), _data(), opt_func=torch.optim.SGD, lr=0.1, progress=False).fit(1)
-        assert capsys.readouterr().err == ''
-    finally: EXPERIMENTS.pop('test-progress', None)

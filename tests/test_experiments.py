@@ -1,0 +1,75 @@
+"The book's experiments: a registry and a command line in `optbook.experiments`, kept out of the optimizer modules."
+import subprocess, sys
+import pytest, torch
+from torch import nn
+from optbook.data import tensor_dls
+from optbook.learner import Learner
+from optbook.experiments import experiment, run_experiment, EXPERIMENTS, ExperimentResult, format_table
+
+
+def _data(n=12, n_valid=6, d=5, seed=0, bs=4):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n + n_valid, d, generator=g), torch.randint(0, 3, (n + n_valid,), generator=g)
+    return tensor_dls(x[:n], y[:n], x[n:], y[n:], bs=bs, seed=seed)
+
+
+def _in_fresh_python(code):
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_importing_optimizers_does_not_import_experiments():
+    "A practitioner who imports an optimizer does not load the book's training runs"
+    out = _in_fresh_python("import sys, optbook, optbook.adam, optbook.weight_decay, optbook.lr_finder, optbook.radam, optbook.schedules; "
+                           "print(sorted(m for m in sys.modules if m.startswith('optbook.')))")
+    mods = eval(out)
+    assert 'optbook.adam' in mods and 'optbook.radam' in mods  # the check sees modules at all
+    assert 'optbook.experiments' not in mods, mods
+    for name in ('wd_grid', 'super_convergence', 'warmup_experiment', 'mnist1d_baselines', 'run_experiment', 'EXPERIMENTS'):
+        assert not hasattr(__import__('optbook'), name), name
+
+
+def test_every_chapter_experiment_registers_itself():
+    "Importing the experiments module is enough: each chapter's cells, appended to it, register by name"
+    out = _in_fresh_python("import optbook.experiments as e; print(sorted(e.EXPERIMENTS))")
+    assert set(eval(out)) >= {'mnist1d-baselines', 'wd-grid', 'super-convergence', 'warmup'}
+
+
+def test_experiment_registry_and_table():
+    @experiment('tmp-exp', 'a test experiment')
+    def tmp(out_dir=None, quick=False): return ExperimentResult([dict(a=1, b=0.123456)], None, f'quick={quick}')
+    try:
+        res = run_experiment('tmp-exp', quick=True, verbose=False)
+        assert res.summary == 'quick=True' and format_table(res.table) == 'a  b     \n-  ------\n1  0.1235'
+        with pytest.raises(ValueError, match="'tmp-ex'.*tmp-exp"): run_experiment('tmp-ex')
+    finally: del EXPERIMENTS['tmp-exp']
+
+
+def test_cli_lists_experiments():
+    "`python -m` runs the module as __main__, before the chapters' cells appended to it: the listing must still hold them all"
+    out = subprocess.run([sys.executable, '-m', 'optbook.experiments'], capture_output=True, text=True, check=True, timeout=120).stdout
+    for name in ('mnist1d-baselines', 'wd-grid', 'super-convergence', 'warmup'): assert name in out, out
+
+
+def test_cli_unknown_name(capsys):
+    from optbook.experiments import main
+    with pytest.raises(SystemExit) as e: main(['nope'])
+    assert e.value.code == 2 and "unknown experiment 'nope'" in capsys.readouterr().err
+
+
+def test_run_experiment_reports_each_fit_on_stderr(capsys):
+    @experiment('test-progress', 'three tiny fits')
+    def three_fits(out_dir=None, quick=False):
+        for _ in range(3): Learner(nn.Linear(5, 3), _data(), opt_func=torch.optim.SGD, lr=0.1, progress=False).fit(1)
+        return ExperimentResult(table=[dict(fits=3)], figure=None, summary='done')
+    try:
+        run_experiment('test-progress')
+        err = capsys.readouterr().err.splitlines()
+        assert [l.split(' done')[0] for l in err] == [f'[test-progress] fit {i}' for i in (1, 2, 3)], err
+        assert all('valid_loss' in l and 'accuracy' in l for l in err)
+        run_experiment('test-progress', verbose=False)
+        assert capsys.readouterr().err == ''  # quiet when asked, and the listener is gone afterwards
+        Learner(nn.Linear(5, 3), _data(), opt_func=torch.optim.SGD, lr=0.1, progress=False).fit(1)
+        assert capsys.readouterr().err == ''
+    finally: EXPERIMENTS.pop('test-progress', None)
