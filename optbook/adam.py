@@ -107,9 +107,9 @@ class Adam(Optimizer):
 # %% ../nbs/05_adam.ipynb #ade4eddd
 @stepper(lr=_lr, betas=_betas, eps=Hyper(1e-8, Interval(0.), 'added to v under the square root'))
 def adam_step_m_corrected(p, g, state, lr, betas, eps):
-    "The seed text's Adam: $\\theta \\leftarrow \\theta - \\eta\\, \\frac{m/(1-\\beta_1^t)}{\\sqrt{v + \\epsilon}}$; $v$ uncorrected"
+    "Adam as *Deep Learning for Coders* (2020) ch. 16 writes it: $\\theta \\leftarrow \\theta - \\eta\\, \\frac{m/(1-\\beta_1^t)}{\\sqrt{v + \\epsilon}}$; $v$ uncorrected"
     t = state['step'].item()
-    unbiased_avg = state['exp_avg'] / (1 - betas[0] ** t)  # the seed's weight_avg / (1 - beta**(i+1)), i + 1 = t
+    unbiased_avg = state['exp_avg'] / (1 - betas[0] ** t)  # ch. 16's weight_avg / (1 - beta**(i+1)), i + 1 = t
     p.addcdiv_(unbiased_avg, state['exp_avg_sq'].add(eps).sqrt_(), value=-lr)
 
 @adam_step_m_corrected.foreach
