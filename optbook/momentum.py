@@ -17,7 +17,7 @@ _momentum = Hyper(0., Interval(0., 1.), 'momentum factor: the fraction of the av
 # %% ../nbs/03_momentum.ipynb #5529ad56
 @stepper(momentum=_momentum)
 def ema_momentum(p, g, state, momentum):
-    "The EMA of the directions, started at zero: $m \\leftarrow \\beta m + (1 - \\beta) g$ (the seed text's momentum)"
+    "The EMA of the directions, started at zero: $m \\leftarrow \\beta m + (1 - \\beta) g$ (momentum as *Deep Learning for Coders* ch. 16 writes it)"
     if 'grad_avg' not in state: state['grad_avg'] = torch.zeros_like(p, memory_format=torch.preserve_format)
     return state['grad_avg'].mul_(momentum).add_(g, alpha=1 - momentum)
 
