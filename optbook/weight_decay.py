@@ -182,6 +182,7 @@ def _check_param_groups_args(model, weight_decay, no_decay, exclude_ndim_le, exc
     if not isinstance(exclude_types, tuple) or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in exclude_types):
         raise ValueError(f"Invalid exclude_types: {exclude_types!r}; it must be a tuple of nn.Module classes")
 
+# %% ../nbs/06_weight_decay.ipynb #90753754
 def param_groups(model:nn.Module, # the model whose parameters to group
                  weight_decay:float, # decay of the decayed group (the other gets 0)
                  no_decay:tuple=(), # regular expressions: a parameter whose name matches one (re.search) is not decayed
