@@ -72,6 +72,18 @@ def effective_warmup(beta2:float) -> float:
     return 2 * (1 - r).sum().item()
 
 # %% ../nbs/10_radam.ipynb #4c575e27
+def _check_simulation(beta2, steps, n, sigma, z, keep):
+    "The arguments of `simulate_adaptive_lr`, checked; the steps to keep, as ints"
+    if not 0 < beta2 < 1: raise ValueError(f"Invalid beta2: {beta2!r}; it must be in (0, 1)")
+    if sigma <= 0: raise ValueError(f"Invalid sigma: {sigma!r}; it must be in (0, inf)")
+    if steps < 1 or n < 2: raise ValueError(f"Invalid steps={steps!r} or n={n!r}; steps must be >= 1 and n >= 2")
+    if z is not None and tuple(z.shape[:1]) != (steps,) or z is not None and z.shape[1] < n:
+        raise ValueError(f"z must have shape (steps, >= n) = ({steps}, >= {n}), got {tuple(z.shape)}")
+    keep = tuple(int(k) for k in keep)
+    if any(not 1 <= k <= steps for k in keep): raise ValueError(f"Invalid keep: {keep}; steps must be in [1, {steps}]")
+    return keep
+
+# %% ../nbs/10_radam.ipynb #41863120
 def simulate_adaptive_lr(beta2:float=0.999, # decay of the average of $g^2$
                          steps:int=6000, # steps per trajectory
                          n:int=5000, # number of independent trajectories
@@ -82,13 +94,7 @@ def simulate_adaptive_lr(beta2:float=0.999, # decay of the average of $g^2$
                          z:Tensor|None=None, # optional (steps, n) standard normal draws to reuse
                          block:int=500) -> AdaptiveLRRun: # steps per vectorized block
     "Simulate $\\psi_t = \\sqrt{(1-\\beta_2^t)/v_t}$ for `n` trajectories of gradients $g \\sim \\mathcal N(\\mu, \\sigma^2)$"
-    if not 0 < beta2 < 1: raise ValueError(f"Invalid beta2: {beta2!r}; it must be in (0, 1)")
-    if sigma <= 0: raise ValueError(f"Invalid sigma: {sigma!r}; it must be in (0, inf)")
-    if steps < 1 or n < 2: raise ValueError(f"Invalid steps={steps!r} or n={n!r}; steps must be >= 1 and n >= 2")
-    if z is not None and tuple(z.shape[:1]) != (steps,) or z is not None and z.shape[1] < n:
-        raise ValueError(f"z must have shape (steps, >= n) = ({steps}, >= {n}), got {tuple(z.shape)}")
-    keep = tuple(int(k) for k in keep)
-    if any(not 1 <= k <= steps for k in keep): raise ValueError(f"Invalid keep: {keep}; steps must be in [1, {steps}]")
+    keep = _check_simulation(beta2, steps, n, sigma, z, keep)
     gen = torch.Generator().manual_seed(seed)
     v = torch.zeros(n, dtype=torch.float64)
     var = torch.empty(steps, dtype=torch.float64)
