@@ -73,3 +73,17 @@ def test_run_experiment_reports_each_fit_on_stderr(capsys):
         Learner(nn.Linear(5, 3), _data(), opt_func=torch.optim.SGD, lr=0.1, progress=False).fit(1)
         assert capsys.readouterr().err == ''
     finally: EXPERIMENTS.pop('test-progress', None)
+
+
+def test_bench_is_shared_and_frozen():
+    "One configuration per task; the chapters' experiments that predate it train on the same numbers"
+    import dataclasses, inspect
+    from optbook.experiments import BENCH, super_convergence, warmup_run
+    assert [t.name for t in BENCH.tasks()] == ['mnist1d_cnn', 'digits_mlp', 'char_lstm', 'tiny_transformer']
+    with pytest.raises(dataclasses.FrozenInstanceError): BENCH.mnist1d_cnn.bs = 128
+    sc = inspect.signature(super_convergence).parameters
+    assert sc['epochs'].default == BENCH.mnist1d_cnn.epochs and sc['seed'].default == BENCH.mnist1d_cnn.seeds[0]
+    wr = inspect.signature(warmup_run).parameters
+    tt = BENCH.tiny_transformer
+    assert (wr['bs'].default, wr['steps'].default) == (tt.bs, tt.epochs * len(tt.dls().train))
+    assert len(BENCH.mnist1d_cnn.dls().train) == 4000 // 100 and len(BENCH.mnist1d_cnn.dls().valid.dataset) == 1000
