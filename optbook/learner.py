@@ -8,7 +8,7 @@ __all__ = ['EVENTS', 'CancelFitException', 'CancelEpochException', 'CancelBatchE
            'SchedulerCallback', 'Learner']
 
 # %% ../nbs/01c_learner.ipynb #ffa6485f
-import sys, os, time, math, random, warnings, dataclasses
+import sys, os, time, math, random, warnings, dataclasses, functools
 from pathlib import Path
 import torch
 from torch import nn, Tensor
@@ -61,7 +61,16 @@ def set_rng_state(st:dict):
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
     if 'numpy' in st: __import__('numpy').random.set_state(st['numpy'])
 
-# %% ../nbs/01c_learner.ipynb #843a6355
+# %% ../nbs/01c_learner.ipynb #28f72494
+def patch(f=None, *, cls_method:bool=False):
+    "Decorator: add `f` as a method to the class `self` is annotated with (fastcore's `patch`, without fastcore)"
+    if f is None: return functools.partial(patch, cls_method=cls_method)
+    cls = next(iter(f.__annotations__.values()))
+    f.__qualname__ = f'{cls.__name__}.{f.__name__}'
+    setattr(cls, f.__name__, classmethod(f) if cls_method else f)
+    return f
+
+# %% ../nbs/01c_learner.ipynb #4a00b35f
 def _first_mom(group):
     "The momentum of a param group: `momentum`, else `betas[0]`, else None"
     if 'momentum' in group: return float(group['momentum'])
@@ -76,6 +85,17 @@ def _smooth(xs, beta=0.98):
         out.append(avg / (1 - beta ** (i + 1)))
     return out
 
+def _name(f):
+    "Name of a metric (a function, a partial, or a callable object)"
+    f = getattr(f, 'func', f)
+    return getattr(f, '__name__', type(f).__name__)
+
+def _plt():
+    try: import matplotlib.pyplot as plt
+    except ImportError as e: raise ImportError('Plots need matplotlib: pip install "optbook[viz]"') from e
+    return plt
+
+# %% ../nbs/01c_learner.ipynb #6f3430f4
 class Recorder(Callback):
     "Per-batch loss, lr, momentum and gradient norm; per-epoch train/valid loss and metrics"
     order = -10
@@ -107,46 +127,42 @@ class Recorder(Callback):
     def load_state_dict(self, sd):
         for k, v in sd.items(): setattr(self, k, list(v))
 
-    def plot_loss(self, skip_start:int=5, # leave out the first batches, whose loss dwarfs the rest
-                  with_valid:bool=True, ax=None):
-        "Training loss per batch (raw and smoothed) and validation loss per epoch"
-        plt = _plt()
-        if ax is None: _, ax = plt.subplots(figsize=(6, 3.5), dpi=80)
-        xs = range(skip_start, len(self.losses))
-        ax.plot(xs, self.losses[skip_start:], alpha=0.3, lw=0.8, label='train (raw)')
-        ax.plot(xs, _smooth(self.losses)[skip_start:], label='train (smoothed)')
-        if with_valid and self.values: ax.plot(self.epoch_iters, [v[1] for v in self.values], 'o-', label='valid')
-        ax.set_xlabel('batch'); ax.set_ylabel('loss'); ax.legend()
-        return ax
-    def plot_metrics(self, axs=None):
-        "Every column of `values` against the epoch"
-        plt = _plt()
-        names, vals = self.metric_names, self.values
-        if axs is None: _, axs = plt.subplots(1, len(names) - 1, figsize=(4 * (len(names) - 1), 3), dpi=80, squeeze=False); axs = axs[0]
-        ep = range(1, len(vals) + 1)
-        axs[0].plot(ep, [v[0] for v in vals], '.-', label='train'); axs[0].plot(ep, [v[1] for v in vals], '.-', label='valid')
-        axs[0].set_title('loss'); axs[0].legend()
-        for i, ax in enumerate(axs[1:]): ax.plot(ep, [v[2 + i] for v in vals], '.-'); ax.set_title(names[2 + i])
-        for ax in axs: ax.set_xlabel('epoch')
-        return axs
-    def plot_sched(self):
-        "Learning rate and momentum per batch"
-        plt = _plt()
-        has_mom = any(m is not None for m in self.moms)
-        _, axs = plt.subplots(1, 2 if has_mom else 1, figsize=(8 if has_mom else 4, 3), dpi=80, squeeze=False)
-        axs[0][0].plot(self.lrs); axs[0][0].set_title('learning rate'); axs[0][0].set_xlabel('batch')
-        if has_mom: axs[0][1].plot(self.moms); axs[0][1].set_title('momentum'); axs[0][1].set_xlabel('batch')
-        return axs[0]
+# %% ../nbs/01c_learner.ipynb #bee75fbe
+@patch
+def plot_loss(self:Recorder, skip_start:int=5, # leave out the first batches, whose loss dwarfs the rest
+              with_valid:bool=True, ax=None):
+    "Training loss per batch (raw and smoothed) and validation loss per epoch"
+    plt = _plt()
+    if ax is None: _, ax = plt.subplots(figsize=(6, 3.5), dpi=80)
+    xs = range(skip_start, len(self.losses))
+    ax.plot(xs, self.losses[skip_start:], alpha=0.3, lw=0.8, label='train (raw)')
+    ax.plot(xs, _smooth(self.losses)[skip_start:], label='train (smoothed)')
+    if with_valid and self.values: ax.plot(self.epoch_iters, [v[1] for v in self.values], 'o-', label='valid')
+    ax.set_xlabel('batch'); ax.set_ylabel('loss'); ax.legend()
+    return ax
+@patch
+def plot_metrics(self:Recorder, axs=None):
+    "Every column of `values` against the epoch"
+    plt = _plt()
+    names, vals = self.metric_names, self.values
+    if axs is None: _, axs = plt.subplots(1, len(names) - 1, figsize=(4 * (len(names) - 1), 3), dpi=80, squeeze=False); axs = axs[0]
+    ep = range(1, len(vals) + 1)
+    axs[0].plot(ep, [v[0] for v in vals], '.-', label='train'); axs[0].plot(ep, [v[1] for v in vals], '.-', label='valid')
+    axs[0].set_title('loss'); axs[0].legend()
+    for i, ax in enumerate(axs[1:]): ax.plot(ep, [v[2 + i] for v in vals], '.-'); ax.set_title(names[2 + i])
+    for ax in axs: ax.set_xlabel('epoch')
+    return axs
 
-def _name(f):
-    "Name of a metric (a function, a partial, or a callable object)"
-    f = getattr(f, 'func', f)
-    return getattr(f, '__name__', type(f).__name__)
-
-def _plt():
-    try: import matplotlib.pyplot as plt
-    except ImportError as e: raise ImportError('Plots need matplotlib: pip install "optbook[viz]"') from e
-    return plt
+# %% ../nbs/01c_learner.ipynb #2f19b21d
+@patch
+def plot_sched(self:Recorder):
+    "Learning rate and momentum per batch"
+    plt = _plt()
+    has_mom = any(m is not None for m in self.moms)
+    _, axs = plt.subplots(1, 2 if has_mom else 1, figsize=(8 if has_mom else 4, 3), dpi=80, squeeze=False)
+    axs[0][0].plot(self.lrs); axs[0][0].set_title('learning rate'); axs[0][0].set_xlabel('batch')
+    if has_mom: axs[0][1].plot(self.moms); axs[0][1].set_title('momentum'); axs[0][1].set_xlabel('batch')
+    return axs[0]
 
 # %% ../nbs/01c_learner.ipynb #2ebd427f
 class ProgressCallback(Callback):
@@ -188,7 +204,7 @@ class SchedulerCallback(Callback):
     def load_state_dict(self, sd):
         if sd is not None: self.sched.load_state_dict(sd)
 
-# %% ../nbs/01c_learner.ipynb #9159cea4
+# %% ../nbs/01c_learner.ipynb #cf8c35d9
 _fit_listener = None  # called with the Learner after every fit while `run_experiment` reports progress
 
 class Learner:
@@ -218,119 +234,144 @@ class Learner:
         if progress: self.add_cb(ProgressCallback())
         for cb in cbs: self.add_cb(cb)
 
-    def add_cb(self, cb):
-        "Add a callback (an instance, or a class to instantiate) and return it"
-        if isinstance(cb, type): cb = cb()
-        cb.learn = self
-        self.cbs.append(cb)
-        self.cbs.sort(key=lambda c: c.order)  # stable: equal orders keep the order they were added in
-        return cb
-    def remove_cb(self, cb):
-        "Remove a callback instance (or every callback of a class)"
-        gone = [c for c in self.cbs if c is cb or (isinstance(cb, type) and isinstance(c, cb))]
-        for c in gone: self.cbs.remove(c); c.learn = None
-        return gone
-    def __call__(self, event:str):
-        "Fire `event` on every callback, in order"
-        for cb in self.cbs:
-            f = getattr(cb, event, None)
-            if f is not None: f()
+# %% ../nbs/01c_learner.ipynb #5707f28b
+@patch
+def add_cb(self:Learner, cb):
+    "Add a callback (an instance, or a class to instantiate) and return it"
+    if isinstance(cb, type): cb = cb()
+    cb.learn = self
+    self.cbs.append(cb)
+    self.cbs.sort(key=lambda c: c.order)  # stable: equal orders keep the order they were added in
+    return cb
+@patch
+def remove_cb(self:Learner, cb):
+    "Remove a callback instance (or every callback of a class)"
+    gone = [c for c in self.cbs if c is cb or (isinstance(cb, type) and isinstance(c, cb))]
+    for c in gone: self.cbs.remove(c); c.learn = None
+    return gone
+@patch
+def __call__(self:Learner, event:str):
+    "Fire `event` on every callback, in order"
+    for cb in self.cbs:
+        f = getattr(cb, event, None)
+        if f is not None: f()
 
-    def create_opt(self):
-        "Build the optimizer from `opt_func`"
-        self.opt = self.opt_func(self.splitter(self.model), lr=self.lr)
-        return self.opt
-    def _with_events(self, f, name, exc):
-        try: self(f'before_{name}'); f()
-        except exc: pass
-        self(f'after_{name}')
+# %% ../nbs/01c_learner.ipynb #4340bc17
+@patch
+def create_opt(self:Learner):
+    "Build the optimizer from `opt_func`"
+    self.opt = self.opt_func(self.splitter(self.model), lr=self.lr)
+    return self.opt
+@patch
+def _with_events(self:Learner, f, name, exc):
+    try: self(f'before_{name}'); f()
+    except exc: pass
+    self(f'after_{name}')
 
-    def _to_device(self, b):
-        if len(b) != 2: raise ValueError(f"A batch must be an (input, target) pair, got {len(b)} items")
-        return tuple(t.to(self.device, non_blocking=True) if isinstance(t, Tensor) else t for t in b)
-    def _forward(self):
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.mixed_precision):
-            self.pred = self.model(self.xb); self('after_pred')
-            self.loss = self.loss_func(self.pred, self.yb); self('after_loss')
-    def _step(self):
-        if self.scaler is None: self.opt.step()
-        else: self.scaler.step(self.opt)  # skips the step if a gradient overflowed
-    def _do_one_batch(self):
-        self._forward()
-        if self.scaler is None: self.loss.backward()
-        else: self.scaler.scale(self.loss).backward(); self.scaler.unscale_(self.opt)
+@patch
+def _to_device(self:Learner, b):
+    if len(b) != 2: raise ValueError(f"A batch must be an (input, target) pair, got {len(b)} items")
+    return tuple(t.to(self.device, non_blocking=True) if isinstance(t, Tensor) else t for t in b)
+
+# %% ../nbs/01c_learner.ipynb #1ec4df9b
+@patch
+def _forward(self:Learner):
+    with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.mixed_precision):
+        self.pred = self.model(self.xb); self('after_pred')
+        self.loss = self.loss_func(self.pred, self.yb); self('after_loss')
+@patch
+def _step(self:Learner):
+    if self.scaler is None: self.opt.step()
+    else: self.scaler.step(self.opt)  # skips the step if a gradient overflowed
+@patch
+def _do_one_batch(self:Learner):
+    self._forward()
+    if self.scaler is None: self.loss.backward()
+    else: self.scaler.scale(self.loss).backward(); self.scaler.unscale_(self.opt)
+    try:
+        self('after_backward')
+        self._with_events(self._step, 'step', CancelStepException)
+    finally:  # also when a callback cancels the batch: the scaler must close its step and gradients must not leak into the next batch
+        if self.scaler is not None: self.scaler.update()
+        self.opt.zero_grad()
+
+# %% ../nbs/01c_learner.ipynb #9f0e982c
+@patch
+def _do_train(self:Learner):
+    self.training, self.dl = True, self.dls.train
+    self.model.train()
+    self.n_iter = len(self.dl)
+    for self.iter, b in enumerate(self.dl):
+        self.xb, self.yb = self._to_device(b)
+        self.loss = self.pred = None
+        self._with_events(self._do_one_batch, 'batch', CancelBatchException)
+        self.train_iter += 1
+@patch
+def _do_validate(self:Learner): self.valid_results = self.validate()
+@patch
+def _do_epoch(self:Learner):
+    self.valid_results = None
+    self._with_events(self._do_train, 'train', ())  # CancelEpochException goes up to the epoch
+    self._with_events(self._do_validate, 'validate', CancelEpochException)
+@patch
+def _do_fit(self:Learner):
+    for _ in range(self.n_epoch):
+        self._with_events(self._do_epoch, 'epoch', CancelEpochException)
+        self.epoch += 1
+
+# %% ../nbs/01c_learner.ipynb #56528600
+@patch
+def fit(self:Learner, n_epoch:int, # epochs to train
+        lr:float|None=None, # set every group's learning rate before training
+        cbs=None): # callbacks for this call only
+    "Train for `n_epoch` epochs"
+    if n_epoch < 0: raise ValueError(f"Invalid n_epoch: {n_epoch!r}; it must be an integer >= 0")
+    added = [self.add_cb(cb) for cb in (cbs or [])]
+    if lr is not None: self.lr = lr
+    if self.opt is None: self.create_opt()
+    elif lr is not None:
+        for g in self.opt.param_groups: g['lr'] = lr
+    self.n_epoch = n_epoch
+    try:
         try:
-            self('after_backward')
-            self._with_events(self._step, 'step', CancelStepException)
-        finally:  # also when a callback cancels the batch: the scaler must close its step and gradients must not leak into the next batch
-            if self.scaler is not None: self.scaler.update()
-            self.opt.zero_grad()
-    def _do_train(self):
-        self.training, self.dl = True, self.dls.train
-        self.model.train()
-        self.n_iter = len(self.dl)
-        for self.iter, b in enumerate(self.dl):
-            self.xb, self.yb = self._to_device(b)
-            self.loss = self.pred = None
-            self._with_events(self._do_one_batch, 'batch', CancelBatchException)
-            self.train_iter += 1
-    def _do_validate(self): self.valid_results = self.validate()
-    def _do_epoch(self):
-        self.valid_results = None
-        self._with_events(self._do_train, 'train', ())  # CancelEpochException goes up to the epoch
-        self._with_events(self._do_validate, 'validate', CancelEpochException)
-    def _do_fit(self):
-        for _ in range(self.n_epoch):
-            self._with_events(self._do_epoch, 'epoch', CancelEpochException)
-            self.epoch += 1
-
-    def fit(self, n_epoch:int, # epochs to train
-            lr:float|None=None, # set every group's learning rate before training
-            cbs=None): # callbacks for this call only
-        "Train for `n_epoch` epochs"
-        if n_epoch < 0: raise ValueError(f"Invalid n_epoch: {n_epoch!r}; it must be an integer >= 0")
-        added = [self.add_cb(cb) for cb in (cbs or [])]
-        if lr is not None: self.lr = lr
-        if self.opt is None: self.create_opt()
-        elif lr is not None:
-            for g in self.opt.param_groups: g['lr'] = lr
-        self.n_epoch = n_epoch
-        try:
-            try:
-                self('before_fit')
-                self._apply_pending()  # after before_fit, which builds schedulers and resets the recorder
-                self._do_fit()
-            except CancelFitException: pass
-            self('after_fit')
-        finally:
-            for cb in added: self.remove_cb(cb)
-            self.training = False
-        if _fit_listener is not None: _fit_listener(self)  # an experiment's progress line
-
-    @torch.no_grad()
-    def get_preds(self, dl=None): # default the validation loader
-        "Predictions and targets over `dl`, concatenated"
-        self.model.eval()
-        preds, targs = [], []
-        for b in (dl if dl is not None else self.dls.valid):
-            xb, yb = self._to_device(b)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.mixed_precision):
-                preds.append(self.model(xb).float())
-            targs.append(yb)
-        return torch.cat(preds), torch.cat(targs)
-    def validate(self, dl=None) -> list:
-        "`[loss, *metrics]` over the whole of `dl` (default the validation loader)"
-        was_training = self.training
+            self('before_fit')
+            self._apply_pending()  # after before_fit, which builds schedulers and resets the recorder
+            self._do_fit()
+        except CancelFitException: pass
+        self('after_fit')
+    finally:
+        for cb in added: self.remove_cb(cb)
         self.training = False
-        pred, targ = self.get_preds(dl)
-        self.training = was_training
-        return [self.loss_func(pred, targ).item()] + [m(pred, targ).item() for m in self.metrics]
+    if _fit_listener is not None: _fit_listener(self)  # an experiment's progress line
 
-# %% ../nbs/01c_learner.ipynb #a6339eea
+# %% ../nbs/01c_learner.ipynb #2a365d97
+@patch
+@torch.no_grad()
+def get_preds(self:Learner, dl=None): # default the validation loader
+    "Predictions and targets over `dl`, concatenated"
+    self.model.eval()
+    preds, targs = [], []
+    for b in (dl if dl is not None else self.dls.valid):
+        xb, yb = self._to_device(b)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.mixed_precision):
+            preds.append(self.model(xb).float())
+        targs.append(yb)
+    return torch.cat(preds), torch.cat(targs)
+@patch
+def validate(self:Learner, dl=None) -> list:
+    "`[loss, *metrics]` over the whole of `dl` (default the validation loader)"
+    was_training = self.training
+    self.training = False
+    pred, targ = self.get_preds(dl)
+    self.training = was_training
+    return [self.loss_func(pred, targ).item()] + [m(pred, targ).item() for m in self.metrics]
+
+# %% ../nbs/01c_learner.ipynb #a23c1b61
 def _loader_generator(dl): return getattr(dl, 'generator', None)
 
+@patch
 @torch.no_grad()
-def _save(self:Learner, path):
+def save(self:Learner, path):
     "Save model, optimizer, callbacks' states, epoch count and random states to `path`"
     g = _loader_generator(self.dls.train)
     state = dict(model=self.model.state_dict(), opt=self.opt.state_dict() if self.opt is not None else None,
@@ -342,7 +383,9 @@ def _save(self:Learner, path):
     torch.save(state, path)
     return Path(path)
 
-def _load(self:Learner, path, with_opt:bool=True):
+# %% ../nbs/01c_learner.ipynb #2e41263a
+@patch
+def load(self:Learner, path, with_opt:bool=True):
     "Load a checkpoint: weights now, the rest of the training state at the next `fit`"
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"Checkpoint not found: {path}")
@@ -354,6 +397,8 @@ def _load(self:Learner, path, with_opt:bool=True):
     self._pending = state
     return self
 
+# %% ../nbs/01c_learner.ipynb #f38b95af
+@patch
 def _apply_pending(self:Learner):
     "Restore what `load` kept for the start of training"
     st, self._pending = self._pending, None
@@ -367,5 +412,3 @@ def _apply_pending(self:Learner):
     g = _loader_generator(self.dls.train)
     if g is not None and st['data_rng'] is not None: g.set_state(st['data_rng'])
     set_rng_state(st['rng'])
-
-Learner.save, Learner.load, Learner._apply_pending = _save, _load, _apply_pending
