@@ -11,7 +11,7 @@ import torch
 from torch import nn, Tensor
 from .core import Interval, _real
 from .schedules import anneal_exp, anneal_lin, _check_steps
-from .learner import Learner, get_rng_state, set_rng_state
+from .learner import Learner, get_rng_state, set_rng_state, patch
 
 # %% ../nbs/07b_lr_finder.ipynb #682ed2da
 def minimum(lrs, losses):
@@ -39,7 +39,7 @@ def valley(lrs, losses):
 
 SUGGESTIONS = dict(valley=valley, steepest=steepest, minimum=minimum)
 
-# %% ../nbs/07b_lr_finder.ipynb #b6d96f53
+# %% ../nbs/07b_lr_finder.ipynb #d09c9f33
 class LRFinderResult:
     "What `lr_find` recorded: rates, raw and smoothed losses, validation losses and metrics, and suggested rates"
     def __init__(self, lrs, losses, smooth_losses, valid_losses=None, metrics=None, stop_reason='finished'):
@@ -64,41 +64,7 @@ class LRFinderResult:
         sug = ', '.join(f"{k}={v:.3g}" if v is not None else f"{k}=None" for k, v in self.suggestions.items())
         return f"LRFinderResult({len(self.lrs)} steps, {self.stop_reason}; {sug})"
 
-    def plot(self, skip_start:int=0, # points left out at the start of the curve
-             smoothed:bool=True, # plot the smoothed losses (the raw ones are drawn faintly behind)
-             suggestions:bool=True, # mark the suggested rates
-             axs=None): # matplotlib axes: one, or two in validation mode
-        "Loss against learning rate on a log axis, marking the suggestions; validation loss and metrics beside it"
-        try: import matplotlib.pyplot as plt
-        except ImportError as e: raise ImportError('Plots need matplotlib: pip install "optbook[viz]"') from e
-        n_ax = 2 if self.valid_losses is not None else 1
-        fig = None
-        if axs is None: fig, axs = plt.subplots(1, n_ax, figsize=(5 * n_ax, 3.2), dpi=80, squeeze=False); axs = axs[0]
-        axs = list(axs) if isinstance(axs, (list, tuple)) or hasattr(axs, '__len__') else [axs]
-        lrs = self.lrs[skip_start:]
-        ax = axs[0]
-        if smoothed: ax.plot(lrs, self.losses[skip_start:], color='0.8', lw=0.8, label='loss')
-        ax.plot(lrs, (self.smooth_losses if smoothed else self.losses)[skip_start:], label='smoothed loss' if smoothed else 'loss')
-        if suggestions:
-            for (name, lr), marker in zip(self.suggestions.items(), 'o^s'):
-                if lr is None: continue
-                i = min(range(len(self.lrs)), key=lambda j: abs(math.log(self.lrs[j] / lr)))
-                ax.plot([lr], [self.smooth_losses[i] if smoothed else self.losses[i]], marker, ms=8, label=f'{name}: {lr:.2g}')
-        _clip_ylim(ax, (self.smooth_losses if smoothed else self.losses)[skip_start:])
-        ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('training loss'); ax.legend(fontsize=8)
-        if self.valid_losses is not None and len(axs) > 1:
-            vx, b = axs[1], (0.98 if smoothed else 0.)
-            vl = _smooth(self.valid_losses, b)[skip_start:]
-            vx.plot(lrs, vl, label='valid loss'); _clip_ylim(vx, vl)
-            vx.set_xscale('log'); vx.set_xlabel('learning rate'); vx.set_ylabel('validation loss'); vx.set_title('on the next validation batch')
-            if self.metrics:
-                mx = vx.twinx()  # metrics live on their own scale
-                for (name, vals), c in zip(self.metrics.items(), ('C1', 'C2', 'C3', 'C4')): mx.plot(lrs, _smooth(vals, b)[skip_start:], color=c, label=name)
-                mx.legend(fontsize=8, loc='center left')
-            vx.legend(fontsize=8, loc='upper left')
-        if fig is not None: fig.tight_layout()
-        return axs
-
+# %% ../nbs/07b_lr_finder.ipynb #ca5a98a5
 def _clip_ylim(ax, ys):
     "Limit the y axis to the curve up to its minimum and a little above, so that the final blow-up does not flatten the rest"
     ys = [y for y in ys if math.isfinite(y)]
@@ -117,7 +83,48 @@ def _smooth(xs, beta):
         out.append(avg / (1 - beta ** (i + 1)))
     return out
 
-# %% ../nbs/07b_lr_finder.ipynb #ea5b283d
+# %% ../nbs/07b_lr_finder.ipynb #ddb285b2
+def _plot_valid(res, vx, lrs, skip_start, smoothed):
+    "The validation panel: loss on the next validation batch, and the metrics on their own scale"
+    b = 0.98 if smoothed else 0.
+    vl = _smooth(res.valid_losses, b)[skip_start:]
+    vx.plot(lrs, vl, label='valid loss'); _clip_ylim(vx, vl)
+    vx.set_xscale('log'); vx.set_xlabel('learning rate'); vx.set_ylabel('validation loss'); vx.set_title('on the next validation batch')
+    if res.metrics:
+        mx = vx.twinx()  # metrics live on their own scale
+        for (name, vals), c in zip(res.metrics.items(), ('C1', 'C2', 'C3', 'C4')): mx.plot(lrs, _smooth(vals, b)[skip_start:], color=c, label=name)
+        mx.legend(fontsize=8, loc='center left')
+    vx.legend(fontsize=8, loc='upper left')
+
+# %% ../nbs/07b_lr_finder.ipynb #7196ef1c
+@patch
+def plot(self:LRFinderResult, skip_start:int=0, # points left out at the start of the curve
+         smoothed:bool=True, # plot the smoothed losses (the raw ones are drawn faintly behind)
+         suggestions:bool=True, # mark the suggested rates
+         axs=None): # matplotlib axes: one, or two in validation mode
+    "Loss against learning rate on a log axis, marking the suggestions; validation loss and metrics beside it"
+    try: import matplotlib.pyplot as plt
+    except ImportError as e: raise ImportError('Plots need matplotlib: pip install "optbook[viz]"') from e
+    n_ax = 2 if self.valid_losses is not None else 1
+    fig = None
+    if axs is None: fig, axs = plt.subplots(1, n_ax, figsize=(5 * n_ax, 3.2), dpi=80, squeeze=False); axs = axs[0]
+    axs = list(axs) if isinstance(axs, (list, tuple)) or hasattr(axs, '__len__') else [axs]
+    lrs = self.lrs[skip_start:]
+    ax = axs[0]
+    if smoothed: ax.plot(lrs, self.losses[skip_start:], color='0.8', lw=0.8, label='loss')
+    ax.plot(lrs, (self.smooth_losses if smoothed else self.losses)[skip_start:], label='smoothed loss' if smoothed else 'loss')
+    if suggestions:
+        for (name, lr), marker in zip(self.suggestions.items(), 'o^s'):
+            if lr is None: continue
+            i = min(range(len(self.lrs)), key=lambda j: abs(math.log(self.lrs[j] / lr)))
+            ax.plot([lr], [self.smooth_losses[i] if smoothed else self.losses[i]], marker, ms=8, label=f'{name}: {lr:.2g}')
+    _clip_ylim(ax, (self.smooth_losses if smoothed else self.losses)[skip_start:])
+    ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('training loss'); ax.legend(fontsize=8)
+    if self.valid_losses is not None and len(axs) > 1: _plot_valid(self, axs[1], lrs, skip_start, smoothed)
+    if fig is not None: fig.tight_layout()
+    return axs
+
+# %% ../nbs/07b_lr_finder.ipynb #992ca9a6
 class _Snapshot:
     "Everything a sweep changes, put back exactly: parameters, buffers, gradients, optimizer, training mode, random generators (global and the loaders')"
     def __init__(self, model, opt, datas=()):
@@ -138,6 +145,7 @@ class _Snapshot:
         set_rng_state(self.rng)
         for g, st in zip(self.gens, self.gen_states): g.set_state(st)
 
+# %% ../nbs/07b_lr_finder.ipynb #b1af131b
 def _forever(data, name):
     "Batches of `data`, starting again at the beginning when it runs out"
     while True:
@@ -155,7 +163,54 @@ def _set_lr(opt, lr):
         if isinstance(g['lr'], Tensor): g['lr'].fill_(lr)
         else: g['lr'] = lr
 
-# %% ../nbs/07b_lr_finder.ipynb #be913b51
+# %% ../nbs/07b_lr_finder.ipynb #746cf345
+def _check_lr_find(model, opt, start_lr, end_lr, num_it, mode, beta, stop_div):
+    "Every argument of `lr_find` checked, each error naming its argument"
+    if not isinstance(opt, torch.optim.Optimizer): raise TypeError(f"opt must be a torch.optim.Optimizer, got {type(opt).__name__}")
+    for name, v in (('start_lr', start_lr), ('end_lr', end_lr)): Interval(0., lo_open=True).check(name, v)
+    if not end_lr > start_lr: raise ValueError(f"Invalid end_lr: {end_lr!r}; it must be larger than start_lr={start_lr!r}")
+    _check_steps('num_it', num_it, 2)
+    if mode not in ('exp', 'linear'): raise ValueError(f"Invalid mode: {mode!r}; it must be 'exp' or 'linear'")
+    Interval(0., 1., hi_open=True).check('beta', beta)
+    if stop_div is not None: Interval(1., lo_open=True).check('stop_div', stop_div)
+    params = {id(p) for g in opt.param_groups for p in g['params']}
+    if not params & {id(p) for p in model.parameters()}: raise ValueError("opt does not hold any parameter of model; build it from model.parameters()")
+
+# %% ../nbs/07b_lr_finder.ipynb #03b91c14
+def _valid_step(model, vbatches, loss_func, names, metrics, device, valid_losses, metric_vals):
+    "Loss and metrics on the next validation batch, in eval mode and without gradients"
+    model.eval()
+    with torch.no_grad():
+        xv, yv = _to(next(vbatches), device)
+        pred = model(xv)
+        valid_losses.append(loss_func(pred, yv).item())
+        for n, m in zip(names, metrics): metric_vals[n].append(float(m(pred, yv)))
+    model.train()
+
+# %% ../nbs/07b_lr_finder.ipynb #f67c3e5f
+def _sweep(model, opt, loss_func, batches, lr_at, num_it, beta, stop_div, device, after_step=None):
+    "Steps at the rates `lr_at(i)`: the rates, the raw and smoothed losses, and why the sweep stopped"
+    lrs, losses, smooth, avg, best = [], [], [], 0., math.inf
+    for i in range(num_it):
+        lr = lr_at(i)
+        _set_lr(opt, lr)
+        xb, yb = _to(next(batches), device)
+        loss = loss_func(model(xb), yb)
+        lrs.append(lr); losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            smooth.append(math.nan)
+            return lrs, losses, smooth, f'non-finite loss at lr={lr:.3g}'
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        avg = beta * avg + (1 - beta) * losses[-1]
+        smooth.append(avg / (1 - beta ** (i + 1)))
+        best = min(best, smooth[-1])
+        if after_step is not None: after_step()
+        if stop_div is not None and smooth[-1] > stop_div * best: return lrs, losses, smooth, f'diverged at lr={lr:.3g}'
+    return lrs, losses, smooth, 'finished'
+
+# %% ../nbs/07b_lr_finder.ipynb #2c98bf62
 def lr_find(model:nn.Module, # the model, trained during the sweep and restored afterwards
             train_data, # an iterable of (input, target) batches, e.g. a DataLoader; looped over if shorter than the sweep
             loss_func, # `loss_func(pred, target) -> scalar tensor`
@@ -170,52 +225,19 @@ def lr_find(model:nn.Module, # the model, trained during the sweep and restored 
             metrics=(), # `metric(pred, target)`, recorded on the validation batches
             device=None) -> LRFinderResult: # where batches go; default the device of the model's first parameter
     "Train with a rate growing from `start_lr` to `end_lr` over `num_it` steps, recording the loss; then restore everything"
-    if not isinstance(opt, torch.optim.Optimizer): raise TypeError(f"opt must be a torch.optim.Optimizer, got {type(opt).__name__}")
-    for name, v in (('start_lr', start_lr), ('end_lr', end_lr)): Interval(0., lo_open=True).check(name, v)
-    if not end_lr > start_lr: raise ValueError(f"Invalid end_lr: {end_lr!r}; it must be larger than start_lr={start_lr!r}")
-    _check_steps('num_it', num_it, 2)
-    if mode not in ('exp', 'linear'): raise ValueError(f"Invalid mode: {mode!r}; it must be 'exp' or 'linear'")
-    Interval(0., 1., hi_open=True).check('beta', beta)
-    if stop_div is not None: Interval(1., lo_open=True).check('stop_div', stop_div)
-    params = {id(p) for g in opt.param_groups for p in g['params']}
-    if not params & {id(p) for p in model.parameters()}: raise ValueError("opt does not hold any parameter of model; build it from model.parameters()")
+    _check_lr_find(model, opt, start_lr, end_lr, num_it, mode, beta, stop_div)
     if device is None: device = next(model.parameters()).device
     anneal = anneal_exp if mode == 'exp' else anneal_lin
     names = [getattr(getattr(m, 'func', m), '__name__', type(m).__name__) for m in metrics]
-    lrs, losses, smooth = [], [], []
     valid_losses, metric_vals = ([], {n: [] for n in names}) if valid_data is not None else (None, None)
-    avg, best, stop_reason = 0., math.inf, 'finished'
     snap = _Snapshot(model, opt, (train_data, valid_data))
     try:
         batches = _forever(train_data, 'train_data')
         vbatches = _forever(valid_data, 'valid_data') if valid_data is not None else None
+        validate = None if vbatches is None else (lambda: _valid_step(model, vbatches, loss_func, names, metrics, device, valid_losses, metric_vals))
         model.train()
-        for i in range(num_it):
-            lr = anneal(start_lr, end_lr, i / (num_it - 1))
-            _set_lr(opt, lr)
-            xb, yb = _to(next(batches), device)
-            loss = loss_func(model(xb), yb)
-            lrs.append(lr); losses.append(loss.item())
-            if not math.isfinite(losses[-1]):
-                smooth.append(math.nan); stop_reason = f'non-finite loss at lr={lr:.3g}'
-                break
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            avg = beta * avg + (1 - beta) * losses[-1]
-            smooth.append(avg / (1 - beta ** (i + 1)))
-            best = min(best, smooth[-1])
-            if vbatches is not None:
-                model.eval()
-                with torch.no_grad():
-                    xv, yv = _to(next(vbatches), device)
-                    pred = model(xv)
-                    valid_losses.append(loss_func(pred, yv).item())
-                    for n, m in zip(names, metrics): metric_vals[n].append(float(m(pred, yv)))
-                model.train()
-            if stop_div is not None and smooth[-1] > stop_div * best:
-                stop_reason = f'diverged at lr={lr:.3g}'
-                break
+        lrs, losses, smooth, stop_reason = _sweep(model, opt, loss_func, batches, lambda i: anneal(start_lr, end_lr, i / (num_it - 1)),
+                                                  num_it, beta, stop_div, device, validate)
     finally: snap.restore()
     if valid_losses is not None and len(valid_losses) < len(lrs):  # a non-finite loss ended the sweep before its validation
         valid_losses.append(math.nan)

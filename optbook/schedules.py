@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.optim.lr_scheduler import LRScheduler
 from .core import Interval, _real
-from .learner import Learner, SchedulerCallback
+from .learner import Learner, SchedulerCallback, patch
 
 # %% ../nbs/07a_schedules.ipynb #beb3d1d3
 def anneal_lin(start, end, pos):
@@ -36,7 +36,7 @@ def anneal_const(start, end, pos):
     "Stay at `start`"
     return start
 
-# %% ../nbs/07a_schedules.ipynb #532cd822
+# %% ../nbs/07a_schedules.ipynb #fc7dbacf
 def _check_pos(pos):
     x = _real('pos', pos)
     if not 0. <= x <= 1.: raise ValueError(f"Invalid pos: {pos!r}; a position in training must be in [0, 1]")
@@ -53,6 +53,7 @@ class Sched:
         extra = ''.join(f', {k}={v!r}' for k, v in self.kw.items())
         return f"{self.anneal.__name__}({self.start!r} → {self.end!r}{extra})"
 
+# %% ../nbs/07a_schedules.ipynb #e10842f8
 def sched_lin(start:float, end:float) -> Sched:
     "Linear schedule from `start` to `end`"
     return Sched(anneal_lin, _real('start', start), _real('end', end))
@@ -149,7 +150,22 @@ class _Resumable(LRScheduler):
             else: group['lr'] = lr
         self._last_lr = [group['lr'] for group in self.optimizer.param_groups]
 
-# %% ../nbs/07a_schedules.ipynb #65f3cf16
+# %% ../nbs/07a_schedules.ipynb #be06a3b2
+def _onecycle_phases(total_steps, pct_start, three_phase):
+    "The phases of 1cycle: the step each ends at, and the group keys its lr and momentum move between"
+    _check_steps('total_steps', total_steps, 2)
+    if not isinstance(three_phase, bool): raise ValueError(f"Invalid three_phase: {three_phase!r}; it must be True or False")
+    Interval(0., 0.5 if three_phase else 1.).check('pct_start', pct_start)
+    T, p = total_steps, pct_start
+    # the phase ends, computed exactly as OneCycleLR does so that the floats agree
+    ends = [float(p * T) - 1, float(2 * p * T) - 2, T - 1] if three_phase else [float(p * T) - 1, T - 1]
+    if ends[0] == 0: raise ValueError(f"Invalid pct_start: {pct_start!r}; pct_start * total_steps must not be 1 (a warm-up of zero length)")
+    if ends[-1] == ends[-2]: raise ValueError(f"Invalid pct_start: {pct_start!r}; with total_steps={T} it leaves the last phase empty")
+    lr_keys = [('initial_lr', 'max_lr'), ('max_lr', 'initial_lr'), ('initial_lr', 'min_lr')] if three_phase else [('initial_lr', 'max_lr'), ('max_lr', 'min_lr')]
+    mom_keys = [('max_momentum', 'base_momentum'), ('base_momentum', 'max_momentum'), ('max_momentum', 'max_momentum')] if three_phase else [('max_momentum', 'base_momentum'), ('base_momentum', 'max_momentum')]
+    return [dict(end_step=e, lr=l, mom=m) for e, l, m in zip(ends, lr_keys, mom_keys)]
+
+# %% ../nbs/07a_schedules.ipynb #86588dd0
 class OneCycle(_Resumable):
     "Leslie Smith's 1cycle policy: the lr rises from `max_lr/div_factor` to `max_lr`, then falls far below its start; momentum moves the other way"
     def __init__(self, optimizer:torch.optim.Optimizer, # any torch optimizer: optbook's or torch.optim's
@@ -164,24 +180,14 @@ class OneCycle(_Resumable):
                  final_div_factor:float=1e4, # final rate $\eta_{\min} = \eta_0$ / final_div_factor
                  three_phase:bool=False): # True: back to $\eta_0$, then a third phase down to $\eta_{\min}$ (the paper's shape)
         if not isinstance(optimizer, torch.optim.Optimizer): raise TypeError(f"{type(optimizer).__name__} is not a torch.optim.Optimizer")
-        _check_steps('total_steps', total_steps, 2)
-        if not isinstance(three_phase, bool): raise ValueError(f"Invalid three_phase: {three_phase!r}; it must be True or False")
-        Interval(0., 0.5 if three_phase else 1.).check('pct_start', pct_start)
-        T, p = total_steps, pct_start
-        # the phase ends, computed exactly as OneCycleLR does so that the floats agree
-        ends = [float(p * T) - 1, float(2 * p * T) - 2, T - 1] if three_phase else [float(p * T) - 1, T - 1]
-        if ends[0] == 0: raise ValueError(f"Invalid pct_start: {pct_start!r}; pct_start * total_steps must not be 1 (a warm-up of zero length)")
-        if ends[-1] == ends[-2]: raise ValueError(f"Invalid pct_start: {pct_start!r}; with total_steps={T} it leaves the last phase empty")
+        self.phases = _onecycle_phases(total_steps, pct_start, three_phase)
         if anneal_strategy not in ('cos', 'linear'): raise ValueError(f"Invalid anneal_strategy: {anneal_strategy!r}; it must be 'cos' or 'linear'")
         for name, v in (('div_factor', div_factor), ('final_div_factor', final_div_factor)): Interval(0., lo_open=True).check(name, v)
         beta = Interval(0., 1., hi_open=True)
         max_lrs = _per_group('max_lr', max_lr, optimizer, Interval(0., lo_open=True))
         max_moms, base_moms = (_per_group(n, v, optimizer, beta) for n, v in (('max_momentum', max_momentum), ('base_momentum', base_momentum)))
         self.cycles = _momentum_groups(optimizer, cycle_momentum)
-        lr_keys = [('initial_lr', 'max_lr'), ('max_lr', 'initial_lr'), ('initial_lr', 'min_lr')] if three_phase else [('initial_lr', 'max_lr'), ('max_lr', 'min_lr')]
-        mom_keys = [('max_momentum', 'base_momentum'), ('base_momentum', 'max_momentum'), ('max_momentum', 'max_momentum')] if three_phase else [('max_momentum', 'base_momentum'), ('base_momentum', 'max_momentum')]
-        self.phases = [dict(end_step=e, lr=l, mom=m) for e, l, m in zip(ends, lr_keys, mom_keys)]
-        self.total_steps, self.anneal_strategy = T, anneal_strategy
+        self.total_steps, self.anneal_strategy = total_steps, anneal_strategy
         # the same param-group keys as OneCycleLR, so checkpoints interchange
         for group, mx, hi, lo, cyc in zip(optimizer.param_groups, max_lrs, max_moms, base_moms, self.cycles):
             group['initial_lr'] = mx / div_factor
@@ -192,34 +198,37 @@ class OneCycle(_Resumable):
                 group['max_momentum'], group['base_momentum'] = hi, lo
         super().__init__(optimizer)
 
-    def get_lr(self):
-        "The learning rate of step `last_epoch` for each group (setting the momentum on the way)"
-        t = self.last_epoch
-        if t > self.total_steps: raise ValueError(f"OneCycle was stepped {t} times but total_steps={self.total_steps}; build it with the number of optimizer steps of the whole run")
-        anneal = anneal_cos if self.anneal_strategy == 'cos' else anneal_lin
-        lrs = []
-        for group, cyc in zip(self.optimizer.param_groups, self.cycles):
-            start = 0.
-            for i, phase in enumerate(self.phases):
-                if t <= phase['end_step'] or i == len(self.phases) - 1: break
-                start = phase['end_step']
-            pct = (t - start) / (phase['end_step'] - start)
-            lrs.append(anneal(group[phase['lr'][0]], group[phase['lr'][1]], pct))
-            if cyc: set_mom(group, anneal(group[phase['mom'][0]], group[phase['mom'][1]], pct))
-        return lrs
+# %% ../nbs/07a_schedules.ipynb #57fef20c
+@patch
+def get_lr(self:OneCycle):
+    "The learning rate of step `last_epoch` for each group (setting the momentum on the way)"
+    t = self.last_epoch
+    if t > self.total_steps: raise ValueError(f"OneCycle was stepped {t} times but total_steps={self.total_steps}; build it with the number of optimizer steps of the whole run")
+    anneal = anneal_cos if self.anneal_strategy == 'cos' else anneal_lin
+    lrs = []
+    for group, cyc in zip(self.optimizer.param_groups, self.cycles):
+        start = 0.
+        for i, phase in enumerate(self.phases):
+            if t <= phase['end_step'] or i == len(self.phases) - 1: break
+            start = phase['end_step']
+        pct = (t - start) / (phase['end_step'] - start)
+        lrs.append(anneal(group[phase['lr'][0]], group[phase['lr'][1]], pct))
+        if cyc: set_mom(group, anneal(group[phase['mom'][0]], group[phase['mom'][1]], pct))
+    return lrs
 
-    @classmethod
-    def from_clr_beta(cls, optimizer:torch.optim.Optimizer, # the optimizer to drive
-                      max_lr:float|list, # peak learning rate
-                      total_steps:int, # number of optimizer steps in the cycle
-                      clr_beta:tuple=(10, 10, 0.95, 0.85)): # (div, pct) or (div, pct, max_mom, min_mom), as fastai 0.7's `use_clr_beta`
-        "The 1cycle of the fastai forum post: `clr_beta=(div, pct, max_mom, min_mom)`"
-        if not isinstance(clr_beta, (tuple, list)) or len(clr_beta) not in (2, 4): raise ValueError(f"Invalid clr_beta: {clr_beta!r}; it must be (div, pct) or (div, pct, max_mom, min_mom)")
-        div, pct = clr_beta[:2]
-        Interval(0., 100., lo_open=True, hi_open=True).check('clr_beta[1] (pct)', pct)
-        moms = dict(max_momentum=clr_beta[2], base_momentum=clr_beta[3], cycle_momentum=True) if len(clr_beta) == 4 else dict(cycle_momentum=False)
-        return cls(optimizer, max_lr, total_steps, pct_start=(1 - pct / 100) / 2, anneal_strategy='linear', div_factor=div,
-                   final_div_factor=100., three_phase=True, **moms)
+# %% ../nbs/07a_schedules.ipynb #8a090fa0
+@patch(cls_method=True)
+def from_clr_beta(cls:OneCycle, optimizer:torch.optim.Optimizer, # the optimizer to drive
+                  max_lr:float|list, # peak learning rate
+                  total_steps:int, # number of optimizer steps in the cycle
+                  clr_beta:tuple=(10, 10, 0.95, 0.85)): # (div, pct) or (div, pct, max_mom, min_mom), as fastai 0.7's `use_clr_beta`
+    "The 1cycle of the fastai forum post: `clr_beta=(div, pct, max_mom, min_mom)`"
+    if not isinstance(clr_beta, (tuple, list)) or len(clr_beta) not in (2, 4): raise ValueError(f"Invalid clr_beta: {clr_beta!r}; it must be (div, pct) or (div, pct, max_mom, min_mom)")
+    div, pct = clr_beta[:2]
+    Interval(0., 100., lo_open=True, hi_open=True).check('clr_beta[1] (pct)', pct)
+    moms = dict(max_momentum=clr_beta[2], base_momentum=clr_beta[3], cycle_momentum=True) if len(clr_beta) == 4 else dict(cycle_momentum=False)
+    return cls(optimizer, max_lr, total_steps, pct_start=(1 - pct / 100) / 2, anneal_strategy='linear', div_factor=div,
+               final_div_factor=100., three_phase=True, **moms)
 
 # %% ../nbs/07a_schedules.ipynb #0787d9c6
 class SchedLR(_Resumable):
