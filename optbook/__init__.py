@@ -13,6 +13,7 @@ from .weight_decay import *
 from .schedules import *
 from .lr_finder import *
 from .clipping import *
+from .lars import *
 from .radam import *
 from .widgets import *
 
