@@ -99,9 +99,13 @@ class Adam(Optimizer):
                  weight_decay:float=0, # $\lambda$: L2 penalty, or decoupled decay when `decoupled_weight_decay`
                  amsgrad:bool=False, # divide by the running maximum of $v$ (Reddi et al., 2018)
                  *, maximize:bool=False, # ascend instead of descend
-                 foreach:bool|None=None, # None: multi-tensor path where possible; False: per-tensor loop
-                 decoupled_weight_decay:bool=False): # AdamW's decay $\theta \leftarrow (1-\eta\lambda)\theta$
-        super().__init__(params, adam_steppers, foreach=foreach, lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps, weight_decay=weight_decay,
+                 foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
+                 fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
+                 capturable:bool=False, # keep every quantity on the device: a step without host syncs (CUDA graphs)
+                 differentiable:bool=False, # not supported: a clear error says what to use instead
+                 decoupled_weight_decay:bool=False, # AdamW's decay $\theta \leftarrow (1-\eta\lambda)\theta$
+                 **more): # keywords of whole-optimizer transforms (`max_grad_norm`, chapter 08)
+        super().__init__(params, adam_steppers, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, **more, lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
 
 # %% ../nbs/05_adam.ipynb #ade4eddd

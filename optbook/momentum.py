@@ -64,6 +64,7 @@ _sgd_steppers = (maximize, l2_decay, heavy_ball, descend)
 
 class SGD(Optimizer):
     "Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay: `torch.optim.SGD`'s arguments, state and results"
+    foreach_tensor_hypers = True  # its multi-tensor steppers take a Tensor lr, as torch's do
     def __init__(self, params, # parameters, or a list of parameter-group dicts
                  lr:float=1e-3, # learning rate $\eta$
                  momentum:float=0., # momentum factor $\mu$ in [0, 1]
@@ -71,8 +72,12 @@ class SGD(Optimizer):
                  weight_decay:float=0., # L2 penalty $\lambda$ added to the gradient
                  nesterov:bool=False, # step along g + momentum * buffer (needs momentum > 0 and dampening 0)
                  *, maximize:bool=False, # climb the objective instead of descending
-                 foreach:bool|None=None): # multi-tensor path: None picks it where it applies
-        super().__init__(params, _sgd_steppers, foreach=foreach, lr=lr, momentum=momentum, dampening=dampening,
+                 foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
+                 fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
+                 capturable:bool=False, # keep every quantity on the device: a step without host syncs (CUDA graphs)
+                 differentiable:bool=False, # not supported: a clear error says what to use instead
+                 **more): # keywords of whole-optimizer transforms (`max_grad_norm`, chapter 08)
+        super().__init__(params, _sgd_steppers, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, **more, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
 
     def check_group(self, group):

@@ -164,6 +164,7 @@ def rectified_step(threshold:float=5., # adapt once $\rho_t$ > threshold (torch:
 
     radam_step.__name__ = radam_step.__qualname__ = f"radam_step_{threshold:g}_{below}"
     radam_step.threshold, radam_step.below = threshold, below
+    radam_step.made_by = (rectified_step, (threshold, below))  # pickles by its recipe: the closure has no module-level name
     return radam_step
 
 radam_step = rectified_step(5., 'momentum')        # torch.optim.RAdam
@@ -182,8 +183,12 @@ class RAdam(Optimizer):
                  weight_decay:float=0, # $\lambda$: L2 penalty, or decoupled decay when `decoupled_weight_decay`
                  decoupled_weight_decay:bool=False, # shrink $\theta \leftarrow (1-\eta\lambda)\theta$ (AdamW-style) instead of adding $\lambda\theta$ to $g$
                  *, maximize:bool=False, # ascend instead of descend
-                 foreach:bool|None=None): # None: multi-tensor path where possible; False: per-tensor loop
-        super().__init__(params, radam_steppers, foreach=foreach, lr=lr, betas=tuple(betas), eps=eps,
+                 foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
+                 fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
+                 capturable:bool=False, # keep every quantity on the device: a step without host syncs (CUDA graphs)
+                 differentiable:bool=False, # not supported: a clear error says what to use instead
+                 **more): # keywords of whole-optimizer transforms (`max_grad_norm`, chapter 08)
+        super().__init__(params, radam_steppers, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, **more, lr=lr, betas=tuple(betas), eps=eps,
                          weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
 
 # %% ../nbs/10_radam.ipynb #190462f3

@@ -83,8 +83,12 @@ class RMSprop(Optimizer):
                  momentum:float=0, # $\mu$: momentum of the scaled gradients
                  centered:bool=False, # divide by the standard deviation of the gradients (Graves, 2013)
                  *, maximize:bool=False, # ascend instead of descend
-                 foreach:bool|None=None): # None: multi-tensor path where possible; False: per-tensor loop
-        super().__init__(params, rmsprop_steppers, foreach=foreach, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                 foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
+                 fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
+                 capturable:bool=False, # keep every quantity on the device: a step without host syncs (CUDA graphs)
+                 differentiable:bool=False, # not supported: a clear error says what to use instead
+                 **more): # keywords of whole-optimizer transforms (`max_grad_norm`, chapter 08)
+        super().__init__(params, rmsprop_steppers, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, **more, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)
 
 # %% ../nbs/04_rmsprop.ipynb #dc548d9d

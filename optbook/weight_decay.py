@@ -38,8 +38,12 @@ class AdamW(Optimizer):
                  weight_decay:float=1e-2, # $\lambda$: each step shrinks the weights by $1-\eta\lambda$
                  amsgrad:bool=False, # divide by the running maximum of $v$ (Reddi et al., 2018)
                  *, maximize:bool=False, # ascend instead of descend
-                 foreach:bool|None=None): # None: multi-tensor path where possible; False: per-tensor loop
-        super().__init__(params, adamw_steppers, foreach=foreach, lr=lr, betas=tuple(betas), eps=eps,
+                 foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
+                 fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
+                 capturable:bool=False, # keep every quantity on the device: a step without host syncs (CUDA graphs)
+                 differentiable:bool=False, # not supported: a clear error says what to use instead
+                 **more): # keywords of whole-optimizer transforms (`max_grad_norm`, chapter 08)
+        super().__init__(params, adamw_steppers, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, **more, lr=lr, betas=tuple(betas), eps=eps,
                          weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
 
     def load_state_dict(self, state_dict):
@@ -61,8 +65,7 @@ def _scheduled_decay(ps, gs, states, lr, base_lr, decay_rate):
 # %% ../nbs/06_weight_decay.ipynb #c9f56179
 from .rmsprop import rms_square_avg, rms_grad_avg, rmsprop_step
 
-_rms_decay = Stepper(decoupled_decay.fn, dict(lr=rmsprop_step.hypers['lr'], weight_decay=_wd), decoupled_decay.foreach_fn)
-rmspropw_steppers = [maximize, count_step, _rms_decay, rms_square_avg, rms_grad_avg, rmsprop_step]
+rmspropw_steppers = [maximize, count_step, decoupled_decay, rms_square_avg, rms_grad_avg, rmsprop_step]  # RMSpropW passes its own lr default
 
 class RMSpropW(Optimizer):
     "RMSprop with decoupled weight decay: `torch.optim.RMSprop`'s arguments and defaults, the weights shrunk by `1 - lr*weight_decay` before each step"
@@ -74,8 +77,12 @@ class RMSpropW(Optimizer):
                  momentum:float=0, # $\mu$: momentum of the scaled gradients
                  centered:bool=False, # divide by the standard deviation of the gradients (Graves, 2013)
                  *, maximize:bool=False, # ascend instead of descend
-                 foreach:bool|None=None): # None: multi-tensor path where possible; False: per-tensor loop
-        super().__init__(params, rmspropw_steppers, foreach=foreach, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                 foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
+                 fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
+                 capturable:bool=False, # keep every quantity on the device: a step without host syncs (CUDA graphs)
+                 differentiable:bool=False, # not supported: a clear error says what to use instead
+                 **more): # keywords of whole-optimizer transforms (`max_grad_norm`, chapter 08)
+        super().__init__(params, rmspropw_steppers, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, **more, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)
 
 # %% ../nbs/06_weight_decay.ipynb #5653e2d3
@@ -92,8 +99,12 @@ class SGDW(SGD):
                  weight_decay:float=0., # $\lambda$: each step shrinks the weights by $1-\eta\lambda$
                  nesterov:bool=False, # step along g + momentum * buffer (needs momentum > 0 and dampening 0)
                  *, maximize:bool=False, # climb the objective instead of descending
-                 foreach:bool|None=None): # multi-tensor path: None picks it where it applies
-        Optimizer.__init__(self, params, sgdw_steppers, foreach=foreach, lr=lr, momentum=momentum, dampening=dampening,
+                 foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
+                 fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
+                 capturable:bool=False, # keep every quantity on the device: a step without host syncs (CUDA graphs)
+                 differentiable:bool=False, # not supported: a clear error says what to use instead
+                 **more): # keywords of whole-optimizer transforms (`max_grad_norm`, chapter 08)
+        Optimizer.__init__(self, params, sgdw_steppers, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, **more, lr=lr, momentum=momentum, dampening=dampening,
                            weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
 
 # %% ../nbs/06_weight_decay.ipynb #db080905

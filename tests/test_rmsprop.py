@@ -91,7 +91,7 @@ def test_bad_argument_raises_naming_itself(name, value, word):
 
 def test_unknown_hyper_parameter_is_an_error():
     p = nn.Parameter(torch.zeros(2))
-    with pytest.raises(TypeError): RMSprop([p], betas=(0.9, 0.99))
+    with pytest.raises(TypeError, match='unknown hyper-parameter.*betas'): RMSprop([p], betas=(0.9, 0.99))
     with pytest.raises(TypeError, match='alpah'): Optimizer([p], rmsprop_steppers, alpah=0.9)
 
 def test_top_level_api():
