@@ -12,6 +12,7 @@ from .adam import *
 from .weight_decay import *
 from .schedules import *
 from .lr_finder import *
+from .explorers import *
 from .clipping import *
 from .lars import *
 from .radam import *
