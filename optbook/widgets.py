@@ -9,6 +9,7 @@ __all__ = ['BETA2_CHOICES', 'kept_steps', 'VarianceFigure', 'variance_figure', '
 import math, importlib
 import torch
 from .radam import simulate_adaptive_lr, rho_inf, effective_warmup, first_adaptive_step, AdaptiveLRRun
+from .explorers import canvas_png
 
 def _need(module):
     "Import an optional dependency, or say which extra provides it"
@@ -83,12 +84,10 @@ class VarianceFigure:
 
     def png(self) -> bytes:
         "The figure as PNG bytes"
+        if self.blit: return canvas_png(self.fig)  # the blitted buffer as it is: print_png would redraw everything
         import io
         buf = io.BytesIO()
-        if self.blit:  # encode the blitted buffer as it is: print_png would redraw everything
-            Image, np = _need('PIL.Image'), _need('numpy')  # both come with matplotlib
-            Image.fromarray(np.asarray(self.fig.canvas.buffer_rgba())).save(buf, format='png', compress_level=1)
-        else: self.fig.canvas.print_png(buf)
+        self.fig.canvas.print_png(buf)
         return buf.getvalue()
 
 def variance_figure(run:AdaptiveLRRun, # a run of `simulate_adaptive_lr` that kept step `t`
