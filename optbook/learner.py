@@ -164,29 +164,64 @@ def plot_sched(self:Recorder):
     if has_mom: axs[0][1].plot(self.moms); axs[0][1].set_title('momentum'); axs[0][1].set_xlabel('batch')
     return axs[0]
 
-# %% ../nbs/01c_learner.ipynb #2ebd427f
+# %% ../nbs/01c_learner.ipynb #ebb3a85c
+def _in_notebook() -> bool:
+    "True inside a Jupyter kernel (not IPython in a terminal, not nbdev's test runner)"
+    ipython = sys.modules.get('IPython')
+    return ipython is not None and type(ipython.get_ipython()).__name__ == 'ZMQInteractiveShell'
+
+def _live_bar(total):
+    "tqdm's bar (a widget in a notebook) over `total` batches, or None when tqdm is not installed"
+    try: from tqdm.auto import tqdm
+    except ImportError: return None
+    return tqdm(total=total, leave=False, unit='batch')
+
+# %% ../nbs/01c_learner.ipynb #9197ba98
 class ProgressCallback(Callback):
-    "Print a table row per epoch; draw a batch bar in a terminal"
+    "A live bar in a notebook (the epochs' table printed at the end); a table row per epoch elsewhere, with a text bar in a terminal"
     order = 20
-    def __init__(self, bar:bool|None=None): # None: only when stderr is a terminal
-        self.bar = bar
+    def __init__(self, bar:bool|None=None, # text bar on stderr; None: only when stderr is a terminal
+                 notebook:bool|None=None): # tqdm's live bar; None: only inside a Jupyter kernel
+        self.bar, self.notebook = bar, notebook
     def before_fit(self):
-        self.show_bar = sys.stderr.isatty() if self.bar is None else self.bar
         names = ['epoch'] + self.learn.recorder.metric_names + ['time']
         self.widths = [max(len(n), 6 if n == 'epoch' else 10) for n in names]
-        print('  '.join(n.ljust(w) for n, w in zip(names, self.widths)))
-    def before_epoch(self): self.t0 = time.time()
-    def after_batch(self):
-        if not (self.show_bar and self.learn.training): return
-        i, n = self.learn.iter + 1, self.learn.n_iter
-        done = int(30 * i / n)
-        sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {i}/{n}"); sys.stderr.flush()
-    def after_train(self):
-        if self.show_bar: sys.stderr.write('\r' + ' ' * 45 + '\r'); sys.stderr.flush()
-    def after_epoch(self):
-        v = self.learn.recorder.values[-1] if self.learn.recorder.values else []
-        cells = [str(self.learn.epoch)] + [f'{x:.6f}' for x in v] + [f'{time.time() - self.t0:.1f}s']
-        print('  '.join(c.ljust(w) for c, w in zip(cells, self.widths)))
+        self.rows = [self._line(names)]  # the header, then a row per epoch
+        live = _in_notebook() if self.notebook is None else self.notebook
+        n = len(self.learn.dls.train) if hasattr(self.learn.dls.train, '__len__') else None
+        self.live = _live_bar(self.learn.n_epoch * n if n is not None else None) if live else None
+        self.show_bar = self.live is None and (sys.stderr.isatty() if self.bar is None else self.bar)
+        if self.live is None: print(self.rows[0])
+    def _line(self, cells): return '  '.join(str(c).ljust(w) for c, w in zip(cells, self.widths))
+
+# %% ../nbs/01c_learner.ipynb #18613441
+@patch
+def before_epoch(self:ProgressCallback): self.t0 = time.time()
+@patch
+def after_batch(self:ProgressCallback):
+    if not self.learn.training: return
+    if self.live is not None: self.live.update(1); return
+    if not self.show_bar: return
+    i, n = self.learn.iter + 1, self.learn.n_iter
+    done = int(30 * i / n)
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {i}/{n}"); sys.stderr.flush()
+@patch
+def after_train(self:ProgressCallback):
+    if self.show_bar: sys.stderr.write('\r' + ' ' * 45 + '\r'); sys.stderr.flush()
+
+# %% ../nbs/01c_learner.ipynb #ab970d4e
+@patch
+def after_epoch(self:ProgressCallback):
+    v = self.learn.recorder.values[-1] if self.learn.recorder.values else []
+    row = self._line([str(self.learn.epoch)] + [f'{x:.6f}' for x in v] + [f'{time.time() - self.t0:.1f}s'])
+    self.rows.append(row)
+    if self.live is None: print(row)
+    else: self.live.set_postfix_str(' '.join(f'{k} {x:.4g}' for k, x in zip(self.learn.recorder.metric_names, v)), refresh=True)
+@patch
+def after_fit(self:ProgressCallback):
+    if self.live is None: return
+    self.live.close(); self.live = None
+    print('\n'.join(self.rows))
 
 # %% ../nbs/01c_learner.ipynb #c7b84642
 class SchedulerCallback(Callback):

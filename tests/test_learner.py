@@ -225,3 +225,23 @@ def test_progress_table_and_bar(capsys):
     assert lines[0].split() == ['epoch', 'train_loss', 'valid_loss', 'accuracy', 'time'] and len(lines) == 3
     assert lines[2].split()[0] == '1' and float(lines[2].split()[2]) == pytest.approx(learn.recorder.values[1][1], abs=1e-6)
     assert '[' + '#' * 30 + '] 3/3' in err
+
+
+def test_live_bar_uses_tqdm_and_prints_the_table_once(capsys):
+    pytest.importorskip('tqdm')
+    from optbook.learner import ProgressCallback
+    learn = Learner(nn.Linear(5, 3), _data(), device='cpu', progress=False, cbs=[ProgressCallback(notebook=True)])
+    learn.fit(2)
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ['epoch', 'train_loss'] and [l.split()[0] for l in lines[1:]] == ['0', '1']
+    assert '6/6' in err  # tqdm's text bar (no Jupyter here) counted the 3 batches of each of the 2 epochs
+
+
+def test_live_bar_without_tqdm_falls_back_to_a_line_per_epoch(capsys, monkeypatch):
+    from optbook.learner import ProgressCallback
+    monkeypatch.setitem(sys.modules, 'tqdm.auto', None)  # `from tqdm.auto import tqdm` now raises ImportError
+    learn = Learner(nn.Linear(5, 3), _data(), device='cpu', progress=False, cbs=[ProgressCallback(notebook=True, bar=False)])
+    learn.fit(2)
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 3 and err == ''
