@@ -6,13 +6,13 @@
 __all__ = ['EXPERIMENTS', 'BENCH', 'PUBLISHED_MNIST1D', 'ExperimentResult', 'Experiment', 'experiment', 'format_table', 'run_experiment', 'BenchTask', 'Bench', 'mnist1d_baselines', 'main', 'WD_DECAYS', 'WD_GRIDS', 'wd_grid', 'super_convergence', 'WARMUP_METHODS', 'warmup_run', 'warmup_experiment']
 
 # %% ../nbs/01d_experiments.ipynb #6efa4e18
-import sys, time, math, argparse, dataclasses, importlib, statistics
+import sys, time, math, argparse, dataclasses, importlib, importlib.util, statistics
 from pathlib import Path
 import torch
 from . import learner as _learner
 from .learner import Learner, SchedulerCallback, set_seed, accuracy
 
-# %% ../nbs/01d_experiments.ipynb #4af8d64d
+# %% ../nbs/01d_experiments.ipynb #1cc64ccd
 @dataclasses.dataclass
 class ExperimentResult:
     "What an experiment returns: rows of numbers, a figure, and what they show"
@@ -25,17 +25,20 @@ class Experiment:
     name: str
     description: str
     fn: object
+    minutes: float|None = None  # a full run on one CPU core, as measured for the book; None: not measured
 
 EXPERIMENTS = {}
 
 def experiment(name:str, # the command-line name, e.g. 'mnist1d-baselines'
-               description:str): # one line shown by `python -m optbook.experiments`
+               description:str, # one line shown by `python -m optbook.experiments`
+               minutes:float|None=None): # CPU minutes of a full run on one core, shown in the listing
     "Decorator: register `fn(out_dir=None, quick=False) -> ExperimentResult` under `name`"
     def register(fn):
-        EXPERIMENTS[name] = Experiment(name, description, fn)  # re-running a notebook cell replaces it
+        EXPERIMENTS[name] = Experiment(name, description, fn, minutes)  # re-running a notebook cell replaces it
         return fn
     return register
 
+# %% ../nbs/01d_experiments.ipynb #46f339d5
 def format_table(rows:list) -> str:
     "Rows of dicts as aligned text columns; floats with 4 significant digits"
     if not rows: return ''
@@ -46,6 +49,7 @@ def format_table(rows:list) -> str:
     lines = ['  '.join(c.ljust(w) for c, w in zip(cols, widths)), '  '.join('-' * w for w in widths)]
     return '\n'.join(lines + ['  '.join(v.ljust(w) for v, w in zip(row, widths)) for row in cells])
 
+# %% ../nbs/01d_experiments.ipynb #7886e33c
 def run_experiment(name:str, out_dir=None, quick:bool=False, verbose:bool=True) -> ExperimentResult:
     "Run a registered experiment, print its table and summary, save its figure to `out_dir/name.png`"
     if name not in EXPERIMENTS:
@@ -70,7 +74,6 @@ def _plt():
     try: import matplotlib.pyplot as plt
     except ImportError as e: raise ImportError('the figure needs matplotlib: pip install "optbook[viz]"') from e
     return plt
-
 
 # %% ../nbs/01d_experiments.ipynb #ee363a65
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +127,7 @@ def _adam():
     "torch's Adam: the bench comes before the book builds its own (chapter 05's `optbook.Adam` gives the same numbers)"
     return torch.optim.Adam
 
-@experiment('mnist1d-baselines', "logistic regression, MLP and CNN on MNIST-1D with Adam, next to Greydanus' published accuracies")
+@experiment('mnist1d-baselines', "logistic regression, MLP and CNN on MNIST-1D with Adam, next to Greydanus' published accuracies", minutes=1.5)
 def mnist1d_baselines(out_dir=None, quick:bool=False, # 2 epochs each: a check of the machinery
                       epochs:int=150, # 6000 steps of 100, as in the paper
                       seed:int=0):
@@ -162,20 +165,27 @@ def mnist1d_baselines(out_dir=None, quick:bool=False, # 2 epochs each: a check o
     return ExperimentResult(rows, fig, summary)
 
 # %% ../nbs/01d_experiments.ipynb #f9f03e91
+def _listing(e:Experiment) -> str: return f'~{e.minutes:g} min' if e.minutes is not None else 'time not measured'
+
 def main(argv=None):
-    "`python -m optbook.experiments [NAME] [--out DIR] [--quick]`: list the experiments or run one"
+    "`python -m optbook.experiments [NAME] [--out DIR] [--no-figure] [--quick]`: list the experiments or run one"
     p = argparse.ArgumentParser(prog='python -m optbook.experiments', description="Run the book's experiments from a shell")
     p.add_argument('name', nargs='?', help='experiment to run; omit to list them')
-    p.add_argument('--out', default=None, help='folder to save NAME.png in')
-    p.add_argument('--quick', action='store_true', help='a seconds-long version (a check, not a result)')
+    p.add_argument('--out', default='.', help='folder to save NAME.png in (default: the current folder)')
+    p.add_argument('--no-figure', action='store_true', help='do not save the figure')
+    p.add_argument('--quick', action='store_true', help='a seconds-long version (a check of the machinery, not a result)')
     args = p.parse_args(argv)
     if args.name is None:
-        w = max((len(n) for n in EXPERIMENTS), default=0)
-        for n, e in sorted(EXPERIMENTS.items()): print(f'{n.ljust(w)}  {e.description}')
+        w, t = max((len(n) for n in EXPERIMENTS), default=0), max((len(_listing(e)) for e in EXPERIMENTS.values()), default=0)
+        print(f"{'name'.ljust(w)}  {'full run'.ljust(t)}  what it shows (--quick: seconds)")
+        for n, e in sorted(EXPERIMENTS.items()): print(f'{n.ljust(w)}  {_listing(e).ljust(t)}  {e.description}')
         return 0
     if args.name not in EXPERIMENTS:
         p.error(f"unknown experiment {args.name!r}; registered ones are {', '.join(sorted(EXPERIMENTS))}")
-    run_experiment(args.name, out_dir=args.out, quick=args.quick)
+    if importlib.util.find_spec('matplotlib') is None and not args.no_figure:
+        print('matplotlib is not installed: the table is printed, but no figure is drawn or saved (pip install "optbook[viz]")', file=sys.stderr)
+    res = run_experiment(args.name, out_dir=None if args.no_figure else args.out, quick=args.quick)
+    if res.figure is not None and not args.no_figure: print(f'figure saved to {Path(args.out) / (args.name + ".png")}')
     return 0
 
 def _cli():
@@ -228,7 +238,7 @@ def _grid_run(make_opt, lr, decay, data, epochs, seed, bs=128):
     loss, acc = learn.validate()
     return 1 - acc if math.isfinite(loss) else 1.  # a diverged run counts as 100% error
 
-@experiment('wd-grid', 'learning rate x weight decay grids on MNIST-1D: Adam+L2 vs AdamW, SGD-momentum+L2 vs SGDW (AdamW paper, Fig. 2)')
+@experiment('wd-grid', 'learning rate x weight decay grids on MNIST-1D: Adam+L2 vs AdamW, SGD-momentum+L2 vs SGDW (AdamW paper, Fig. 2)', minutes=13)
 def wd_grid(out_dir=None, quick:bool=False, epochs:int=20, seeds:tuple=(0, 1, 2)):
     "Test error of the MNIST-1D MLP over learning rate x decay grids for L2 and decoupled decay, with Adam and SGD-momentum"
     data = mnist1d()
@@ -277,7 +287,7 @@ def _sgd_mom(params, lr): return SGD(params, lr=lr, momentum=0.9)
 def _adam_l2(params, lr): return Adam(params, lr=lr, weight_decay=1e-4)
 def _adamw(params, lr): return AdamW(params, lr=lr, weight_decay=1e-2)
 
-@experiment('super-convergence', "MNIST-1D CNN: LR finder, then constant vs step vs 1cycle with SGD; Adam vs AdamW under 1cycle at high rates")
+@experiment('super-convergence', "MNIST-1D CNN: LR finder, then constant vs step vs 1cycle with SGD; Adam vs AdamW under 1cycle at high rates", minutes=3)
 def super_convergence(out_dir=None, quick:bool=False, epochs:int=20, adam_epochs:int=10, seed:int=0,
                       adam_lrs=(1e-2, 3e-2, 1e-1, 3e-1), adam_seeds=(0, 1)):
     "Find the rate, compare three schedules at the same step budget, and test whether 1cycle diverges with Adam"
@@ -386,7 +396,7 @@ def warmup_run(method:str, # one of `WARMUP_METHODS`
 
 def _verdict(acc): return 'trains' if acc >= 0.9 else 'stalls' if acc < 0.2 else 'partly'
 
-@experiment('warmup', "post-LN Transformer on the reverse task: Adam with and without warmup, eps=1e-4, Adam-2k, RAdam; pre-LN as control")
+@experiment('warmup', "post-LN Transformer on the reverse task: Adam with and without warmup, eps=1e-4, Adam-2k, RAdam; pre-LN as control", minutes=3.5)
 def warmup_experiment(out_dir=None, quick:bool=False, seeds=(0, 1, 2), steps:int=500, methods=WARMUP_METHODS):
     "Which methods train a post-LN Transformer without a tuned warmup, and which stall"
     if quick: seeds, steps = seeds[:1], 20

@@ -87,3 +87,47 @@ def test_bench_is_shared_and_frozen():
     tt = BENCH.tiny_transformer
     assert (wr['bs'].default, wr['steps'].default) == (tt.bs, tt.epochs * len(tt.dls().train))
     assert len(BENCH.mnist1d_cnn.dls().train) == 4000 // 100 and len(BENCH.mnist1d_cnn.dls().valid.dataset) == 1000
+
+
+@pytest.fixture
+def toy_experiment():
+    "An experiment that draws a one-line figure when matplotlib is there"
+    @experiment('toy-fig', 'a figure', minutes=0.1)
+    def toy(out_dir=None, quick=False):
+        from optbook.experiments import _plt
+        try: plt = _plt()
+        except ImportError: return ExperimentResult([dict(x=1)], None, 'no figure')
+        fig, ax = plt.subplots(); ax.plot([0, 1])
+        return ExperimentResult([dict(x=1)], fig, 'a line')
+    yield 'toy-fig'
+    EXPERIMENTS.pop('toy-fig', None)
+
+
+def test_cli_saves_the_figure_by_default(toy_experiment, tmp_path, monkeypatch, capsys):
+    pytest.importorskip('matplotlib')
+    from optbook.experiments import main
+    monkeypatch.chdir(tmp_path)
+    assert main([toy_experiment]) == 0
+    assert (tmp_path / 'toy-fig.png').stat().st_size > 0 and 'figure saved to toy-fig.png' in capsys.readouterr().out
+    (tmp_path / 'toy-fig.png').unlink()
+    main([toy_experiment, '--no-figure'])
+    assert not (tmp_path / 'toy-fig.png').exists()
+    main([toy_experiment, '--out', 'figs'])
+    assert (tmp_path / 'figs' / 'toy-fig.png').exists()
+
+
+def test_cli_says_when_matplotlib_is_missing(toy_experiment, tmp_path, monkeypatch, capsys):
+    from optbook.experiments import main
+    monkeypatch.chdir(tmp_path)
+    for m in ('matplotlib', 'matplotlib.pyplot'): monkeypatch.setitem(sys.modules, m, None)  # as if not installed
+    assert main([toy_experiment]) == 0
+    out, err = capsys.readouterr()
+    assert 'matplotlib is not installed' in err and 'optbook[viz]' in err and 'figure saved' not in out and 'x' in out
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_lists_the_run_time_of_each_experiment(capsys):
+    from optbook.experiments import main
+    main([])
+    lines = {l.split()[0]: l for l in capsys.readouterr().out.splitlines()[1:]}
+    for name in ('mnist1d-baselines', 'wd-grid', 'super-convergence', 'warmup'): assert ' min ' in lines[name], lines[name]
