@@ -185,6 +185,20 @@ def _path_summary(f, paths:dict) -> str:
         rows.append(f"<tr><td><b>{name}</b></td><td>loss {f(last).item():.3g}</td><td>distance to the minimum {dist:.3g}</td><td>{note}</td></tr>")
     return '<table>' + ''.join(rows) + '</table>'
 
+# %% ../nbs/07c_explorers.ipynb #5a1c7e20
+def _trajectory_widgets(W, f, shown):
+    "The trajectory explorer's widgets, laid out in a `VBox` that holds handles on them"
+    func = W.Dropdown(options=list(TEST_FUNCTIONS), value=f, description='function', layout=W.Layout(width='230px'))
+    steps = _slider(W, 'IntSlider', 'steps', TRAJECTORY_PRESETS[f]['steps'], min=10, max=1000, step=10)
+    rows = {n: _optimizer_row(W, n, n in shown, TRAJECTORY_PRESETS[f]['lr'][n]) for n in OPTIMIZERS}
+    image, info = W.Image(format='png', layout=W.Layout(width='800px')), W.HTML()
+    box = W.VBox([W.HBox([func, steps]), *[W.HBox([c, *s.values()]) for c, s in rows.values()], info, image])
+    box.add_class('optbook-trajectory-explorer')  # a handle for browser tests and for styling
+    box.function, box.image, box.info, box.figure, box.hold, box.rows = func, image, info, None, False, rows
+    box.checks = {n: c for n, (c, _) in rows.items()}
+    box.sliders = {'steps': steps, **{f'{n}.{h}': s for n, (_, sl) in rows.items() for h, s in sl.items()}}
+    return box
+
 # %% ../nbs/07c_explorers.ipynb #97ebb037
 def trajectory_explorer(f:str='quadratic', # the function shown first: a key of `TEST_FUNCTIONS`
                         shown=('SGD', 'momentum', 'Adam')): # the optimizers ticked at first
@@ -192,44 +206,35 @@ def trajectory_explorer(f:str='quadratic', # the function shown first: a key of 
     W = _need('ipywidgets')
     if f not in TEST_FUNCTIONS: raise ValueError(f"Invalid f: {f!r}; it must be one of {list(TEST_FUNCTIONS)}")
     for n in shown: optimizer_hypers(n)  # raises on an unknown name
-    func = W.Dropdown(options=list(TEST_FUNCTIONS), value=f, description='function', layout=W.Layout(width='230px'))
-    steps = _slider(W, 'IntSlider', 'steps', TRAJECTORY_PRESETS[f]['steps'], min=10, max=1000, step=10)
-    rows = {n: _optimizer_row(W, n, n in shown, TRAJECTORY_PRESETS[f]['lr'][n]) for n in OPTIMIZERS}
-    image, info = W.Image(format='png', layout=W.Layout(width='800px')), W.HTML()
-    box = W.VBox([W.HBox([func, steps]), *[W.HBox([c, *s.values()]) for c, s in rows.values()], info, image])
-    box.add_class('optbook-trajectory-explorer')  # a handle for browser tests and for styling
-    box.function, box.image, box.info, box.figure, box.hold = func, image, info, None, False
-    box.checks = {n: c for n, (c, _) in rows.items()}
-    box.sliders = {'steps': steps, **{f'{n}.{h}': s for n, (_, sl) in rows.items() for h, s in sl.items()}}
-    cache, figures = {}, {}
+    box, cache, figures = _trajectory_widgets(W, f, shown), {}, {}
 
     def redraw(change=None):
         if box.hold: return
-        t0, name, n = time.perf_counter(), func.value, steps.value
+        t0, name, n = time.perf_counter(), box.function.value, box.sliders['steps'].value
+        fn = TEST_FUNCTIONS[name]
         if (name, n) not in figures:  # a background is drawn once per function and number of steps
             if len(figures) > 8: figures.clear()
-            figures[name, n] = TrajectoryFigure(TEST_FUNCTIONS[name], n, log=TRAJECTORY_PRESETS[name]['log'])
-        box.figure = figures[name, n]
-        paths = {}
-        for opt, (check, sliders) in rows.items():
+            figures[name, n] = TrajectoryFigure(fn, n, log=TRAJECTORY_PRESETS[name]['log'])
+        box.figure, paths = figures[name, n], {}
+        for opt, (check, sliders) in box.rows.items():
             if not check.value: continue
             hypers = {h: s.value for h, s in sliders.items()}
             key = (name, n, opt, tuple(hypers.items()))
-            if key not in cache: cache[key] = optimizer_path(opt, TEST_FUNCTIONS[name], steps=n, **hypers)
+            if key not in cache: cache[key] = optimizer_path(opt, fn, steps=n, **hypers)
             paths[opt] = cache[key]
-        image.value = box.figure.set_paths(paths).png()
-        info.value = _path_summary(TEST_FUNCTIONS[name], paths) + f"<i>{n} steps, drawn in {1e3 * (time.perf_counter() - t0):.0f} ms</i>"
+        box.image.value = box.figure.set_paths(paths).png()
+        box.info.value = _path_summary(fn, paths) + f"<i>{n} steps, drawn in {1e3 * (time.perf_counter() - t0):.0f} ms</i>"
         if len(cache) > 500: cache.clear()
 
     def new_function(change):
         box.hold = True  # set the function's learning rates and steps, then draw once
-        for opt, (_, sliders) in rows.items(): sliders['lr'].value = TRAJECTORY_PRESETS[func.value]['lr'][opt]
-        steps.value = TRAJECTORY_PRESETS[func.value]['steps']
+        for opt, (_, sliders) in box.rows.items(): sliders['lr'].value = TRAJECTORY_PRESETS[change.new]['lr'][opt]
+        box.sliders['steps'].value = TRAJECTORY_PRESETS[change.new]['steps']
         box.hold = False
         redraw()
 
-    func.observe(new_function, names='value')
-    for w in [steps, *box.checks.values(), *[s for k, s in box.sliders.items() if k != 'steps']]: w.observe(redraw, names='value')
+    box.function.observe(new_function, names='value')
+    for w in [*box.sliders.values(), *box.checks.values()]: w.observe(redraw, names='value')
     redraw()
     return box
 
