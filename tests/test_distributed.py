@@ -28,7 +28,8 @@ TOL = {torch.float64: dict(rtol=0, atol=1e-12), torch.float32: dict(rtol=0, atol
 
 # ---------------------------------------------------------------- the optimizers: every class optbook exports, and variants
 VARIANTS = {'SGD': {'SGD': {}, 'SGD momentum': dict(momentum=0.9), 'Nesterov': dict(momentum=0.9, nesterov=True)},
-            'Adam': {'Adam': {}, 'AMSGrad': dict(amsgrad=True)}}
+            'Adam': {'Adam': {}, 'AMSGrad': dict(amsgrad=True)},
+            'LARS': {'LARS': dict(lr=1., momentum=0.9)}}  # LARS's rate multiplies trust_coeff * |w| / |g| = 1e-3 * ...
 BASE = dict(lr=1e-2, weight_decay=1e-2)
 
 def _takes(cls, **kw):
@@ -169,7 +170,9 @@ def zero_scenario(rank, out):
             opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=cls, **kw)
             train_steps(model, opt, data[:STEPS])  # no DDP: both processes see the whole batch, so only the state is sharded
             after, owned = flat(model), [None] * WORLD
-            dist.all_gather_object(owned, sorted(i for i, p in enumerate(model.parameters()) if p in opt.optim.state))
+            local = {q for g in opt.optim.param_groups for q in g['params']}  # the partition this process's optimizer steps
+            assert set(opt.optim.state) <= local
+            dist.all_gather_object(owned, sorted(i for i, p in enumerate(model.parameters()) if p in local))
             opt.consolidate_state_dict(to=0)
             ckpt = out/f'zero-{label}.pt'
             if rank == 0: torch.save(opt.state_dict(), ckpt)
@@ -193,7 +196,7 @@ def zero(results): return results['zero']
 def test_zero_trains_like_the_unsharded_optimizer_and_resumes(zero, label):
     r = zero[label]
     assert not isinstance(r, str), r
-    assert sorted(sum(r['owned'], [])) == list(range(8)) and all(r['owned'])  # the state of the 8 tensors is split, none twice
+    assert sorted(sum(r['owned'], [])) == list(range(8)) and all(r['owned'])  # the 8 tensors are split between the processes, none twice
     torch.testing.assert_close(r['after'], reference(label), rtol=0, atol=0)  # the same arithmetic on the same numbers
     torch.testing.assert_close(r['straight'], reference(label, steps=2 * STEPS), rtol=0, atol=0)
     torch.testing.assert_close(r['resumed'], r['straight'], rtol=0, atol=0)  # the consolidated checkpoint resumes exactly
@@ -258,7 +261,7 @@ def test_fsdp2_norms_span_the_whole_tensor_not_the_shard(fsdp, label, foreach):
         for p in model.parameters(): params.append(torch.cat([next(it) for _ in p.detach().chunk(WORLD)]))
         out = torch.func.functional_call(model, dict(zip((n for n, _ in model.named_parameters()), params)), (x,))
         F.cross_entropy(out, y).backward(); opt.step()
-    assert (torch.cat([s.detach().flatten() for s in shards]) - reference(label)).abs().max() > 1e-4
+    assert (torch.cat([s.detach().flatten() for s in shards]) - reference(label)).abs().max() > 50 * TOL[torch.float32]['atol']
 
 # ---------------------------------------------------------------- distributed checkpoint of an FSDP2 model and its optimizer
 def dcp_scenario(rank, out):
