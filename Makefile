@@ -19,6 +19,9 @@ $(VENV_STAMP): setup.py settings.ini
 	$(PY) -m pip install -q pyyaml huggingface_hub safetensors torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip check
 	@if git rev-parse --git-dir >/dev/null 2>&1; then .venv/bin/nbdev_install_hooks >/dev/null; fi
+	# JupyterLab writes the kernel's display name into a notebook it opens, and nbdev_clean sets it to the kernel's name:
+	# the same word both ways, so the notebooks open unmodified (tools/lab_metadata.py writes the rest)
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name python3 >/dev/null
 	@touch $(VENV_STAMP)
 
 ## The course: JupyterLab on nbs/ with the project's kernel (ipywidgets included)
