@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['lars_steppers', 'lars_paper_steppers', 'lamb_steppers', 'layer_ratios', 'lars_ratio', 'zero_norm_guard', 'larc_clip',
            'lars_trust_ratio', 'lars_adapt', 'LARS', 'lars_adapt_paper', 'velocity_step', 'lars_adapt_unguarded',
-           'lamb_ema_grad', 'lamb_direction', 'lamb_trust_ratio', 'lamb_adapt', 'lamb_clip_factor', 'LAMB']
+           'lamb_ema_grad', 'lamb_direction', 'lamb_trust_ratio', 'lamb_adapt', 'lamb_clip_factor', 'lamb_clip', 'LAMB']
 
 # %% ../nbs/09_lars.ipynb #ec02a6b9
 import math
@@ -129,8 +129,8 @@ def lars_adapt_unguarded(p, g, state, lr, weight_decay, trust_coeff, eps, trust_
     r = lars_trust_ratio(p.norm(2.0), g.norm(2.0), trust_coeff, weight_decay, eps, trust_clip, lr, guard=False)
     return _adapted(p, g, state, r, weight_decay)
 
-# %% ../nbs/09_lars.ipynb #25e969d2
-from .core import _scalar_dtype
+# %% ../nbs/09_lars.ipynb #41219c42
+from .core import _scalar_dtype, _by_device_dtype
 from .adam import ema_grad, ema_sq_grad, _zeros
 
 _lamb_flags = dict(grad_averaging=Hyper(True, Flag(), 'average the gradient into m with weight 1 - beta1 (else weight 1)'))
@@ -184,21 +184,25 @@ def _lamb_adapt(ps, gs, states, weight_decay, trust_clip, always_adapt):
     rs = lamb_trust_ratio(torch.stack(torch._foreach_norm(ps)), torch.stack(torch._foreach_norm(gs)), trust_clip).unbind(0)
     return torch._foreach_mul(gs, rs)
 
-# %% ../nbs/09_lars.ipynb #dd7e9892
+# %% ../nbs/09_lars.ipynb #6012e66f
 def lamb_clip_factor(grads:list, max_grad_norm:float|None) -> Tensor|None:
     "timm's LAMB clip: $\\max(1, \\|G\\|/c)$ over all `grads` (the gradients are divided by it), None when `max_grad_norm` is None"
     if max_grad_norm is None or not grads: return None
     norms = [n.to(grads[0].device) for n in torch._foreach_norm(grads)]
     return (torch.linalg.vector_norm(torch.stack(norms)) / max_grad_norm).clamp_(min=1.0)
 
-# %% ../nbs/09_lars.ipynb #fceeda7c
+@grad_transform(max_grad_norm=Hyper(1.0, Maybe(Interval(0., lo_open=True)), "clip all gradients together to this global norm first (timm's formula); None: no clip"))
+def lamb_clip(opt, params, grads, max_grad_norm):
+    "Divide every gradient, in place, by timm's $\\max(1, \\|G\\|/c)$"
+    clip = lamb_clip_factor(grads, max_grad_norm)
+    if clip is None: return
+    for gs in _by_device_dtype(grads): torch._foreach_div_(list(gs), clip.to(gs[0].device))
+
+# %% ../nbs/09_lars.ipynb #150a9731
 lamb_steppers = [lamb_ema_grad, ema_sq_grad, lamb_direction, l2_decay, lamb_adapt, descend]
 _TIMM_ONLY = {'caution': False, 'decoupled_decay': False, 'corrected_weight_decay': False}  # timm's Lamb options this class does not have
 
-def _check_max_grad_norm(v):
-    if v is not None: Interval(0., lo_open=True).check('max_grad_norm', v)
-
-# %% ../nbs/09_lars.ipynb #8cab5dbb
+# %% ../nbs/09_lars.ipynb #f5b90dbf
 class LAMB(Optimizer):
     "LAMB (You et al., 2019): Adam's update rescaled per tensor by $\\|w\\|/\\|u\\|$; `timm.optim.Lamb`'s arguments, defaults and results"
     def __init__(self, params, # parameters, or a list of parameter-group dicts
@@ -212,12 +216,11 @@ class LAMB(Optimizer):
                  trust_clip:bool=False, # the trust ratio is at most 1 (LAMBC)
                  always_adapt:bool=False, # adapt tensors with weight_decay 0 as well
                  foreach:bool|None=None): # multi-tensor path: None picks it where it applies
-        _check_max_grad_norm(max_grad_norm)
-        super().__init__(params, lamb_steppers, foreach=foreach, lr=lr, bias_correction=bias_correction, betas=tuple(betas), eps=eps,
-                         weight_decay=weight_decay, grad_averaging=grad_averaging, trust_clip=trust_clip, always_adapt=always_adapt)
-        self.defaults['max_grad_norm'] = max_grad_norm  # one value for the whole optimizer, read from the defaults as timm does
+        super().__init__(params, lamb_steppers, transforms=[lamb_clip], foreach=foreach, lr=lr, bias_correction=bias_correction, betas=tuple(betas),
+                         eps=eps, weight_decay=weight_decay, grad_averaging=grad_averaging, max_grad_norm=max_grad_norm, trust_clip=trust_clip,
+                         always_adapt=always_adapt)
 
-# %% ../nbs/09_lars.ipynb #a8f93908
+# %% ../nbs/09_lars.ipynb #4388749e
 @patch
 def _count_steps(self:LAMB):
     "Advance each group's step count (timm keeps it in the group) and show it to the steppers as `state['step']`"
@@ -229,23 +232,15 @@ def _count_steps(self:LAMB):
 
 @patch
 def step(self:LAMB, closure=None):
-    "One LAMB step: the closure, the group step counts, the global clip of copies of the gradients, then the steppers"
+    "One LAMB step: the closure, the group step counts, then the engine's step (the clip transform, the steppers)"
     loss = None
     if closure is not None:
         with torch.enable_grad(): loss = closure()
-    params = [p for group in self.param_groups for p in group['params'] if p.grad is not None]
-    clip = lamb_clip_factor([p.grad for p in params], self.defaults['max_grad_norm'])
     self._count_steps()
-    if clip is None: Optimizer.step(self); return loss
-    grads = [p.grad for p in params]
-    try:
-        for p, g in zip(params, torch._foreach_div(grads, clip)): p.grad = g
-        Optimizer.step(self)
-    finally:
-        for p, g in zip(params, grads): p.grad = g  # the user's gradients, unclipped, as timm leaves them
+    Optimizer.step(self)
     return loss
 
-# %% ../nbs/09_lars.ipynb #6e7ade33
+# %% ../nbs/09_lars.ipynb #a0f4c6f5
 @patch
 def load_state_dict(self:LAMB, state_dict):
     "Load an optbook or timm checkpoint (timm's options that this class lacks must be off)"
@@ -254,4 +249,4 @@ def load_state_dict(self:LAMB, state_dict):
             if group.get(k, off) != off: raise ValueError(f"Invalid checkpoint: {k}={group[k]!r}; optbook's LAMB implements timm's Lamb with {k}={off}")
     Optimizer.load_state_dict(self, state_dict)
     for group in self.param_groups:
-        for k in (*_TIMM_ONLY, 'max_lr_snapshot', 'max_grad_norm'): group.pop(k, None)
+        for k in (*_TIMM_ONLY, 'max_lr_snapshot'): group.pop(k, None)

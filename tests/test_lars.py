@@ -84,8 +84,8 @@ def test_which_path_ran(monkeypatch, foreach):
     opt = LARS(ps, weight_decay=1e-3, foreach=foreach)
     for p in ps: p.grad = torch.randn_like(p)
     opt.step()
-    if foreach is False: assert (per_tensor.calls, multi.calls) == (2, 0)
-    else: assert (per_tensor.calls, multi.calls) == (0, 1)  # None picks the multi-tensor path for strided tensors
+    if foreach is False: assert (per_tensor.calls, multi.calls) == (2, 0) and opt.last_paths == ['tensor']
+    else: assert (per_tensor.calls, multi.calls) == (0, 1) and opt.last_paths == ['foreach']  # None picks the multi-tensor path for strided tensors
 
 def test_gradient_is_left_alone():
     p = nn.Parameter(torch.tensor([3., 4.])); g = torch.tensor([0.6, 0.8])
@@ -314,13 +314,15 @@ def test_lamb_which_path_ran(monkeypatch, foreach):
     for p in ps: p.grad = torch.randn_like(p)
     opt.step()
     assert (per_tensor.calls, multi.calls) == ((2, 0) if foreach is False else (0, 1))
+    assert opt.last_paths == ['tensor' if foreach is False else 'foreach']
 
 def test_lamb_leaves_gradients_and_counts_group_steps():
     ps = [nn.Parameter(torch.tensor([3., 4.])), nn.Parameter(torch.ones(2))]
     opt = LAMB(ps, max_grad_norm=0.1)
     g = torch.tensor([30., 40.]); ps[0].grad = g.clone()
-    opt.step(); opt.step()
-    assert torch.equal(ps[0].grad, g)  # clipped copies were used; the user's gradient is as it was
+    opt.step()
+    torch.testing.assert_close(ps[0].grad, g / 500, rtol=1e-6, atol=0)  # the engine's transform clips in place to norm 0.1 (timm clips a copy)
+    ps[0].grad = g.clone(); opt.step()
     assert opt.param_groups[0]['step'].item() == 2 and opt.state[ps[0]]['step'].item() == 2 and ps[1] not in opt.state
 
 LAMB_BAD = [('lr', -1., 'lr'), ('eps', -1e-6, 'eps'), ('weight_decay', -1., 'weight_decay'), ('betas', (1., 0.999), r'betas\[0\]'),
@@ -331,6 +333,12 @@ LAMB_BAD = [('lr', -1., 'lr'), ('eps', -1e-6, 'eps'), ('weight_decay', -1., 'wei
 def test_lamb_bad_argument_raises_naming_itself(name, value, word):
     p = nn.Parameter(torch.zeros(2))
     with pytest.raises(ValueError, match=word): LAMB([p], **{name: value})
+
+def test_max_grad_norm_is_one_value_for_the_optimizer():
+    p, q = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match='max_grad_norm'): LAMB([{'params': [p]}, {'params': [q], 'max_grad_norm': 2.}])
+    opt = LAMB([p], max_grad_norm=None)
+    assert opt.param_groups[0]['max_grad_norm'] is None and 'max_grad_norm' in opt.state_dict()['param_groups'][0]  # checkpoints carry it
 
 def test_lamb_rejects_timm_options_it_lacks():
     p = nn.Parameter(torch.zeros(2)); p.grad = torch.ones(2)
