@@ -55,13 +55,40 @@ def ema_sq_grad(p, g, state, betas):
 def _ema_sq_grad(ps, gs, states, betas):
     vs = [_zeros(s, 'exp_avg_sq', p) for p, s in zip(ps, states)]
     torch._foreach_mul_(vs, betas[1])
-    torch._foreach_addcmul_(vs, gs, gs, value=1 - betas[1])
+    if isinstance(betas[1], Tensor):  # addcmul's value must be a number: scale the gradients first, as torch does
+        torch._foreach_addcmul_(vs, torch._foreach_mul(gs, 1 - betas[1]), gs, value=1.)
+    else: torch._foreach_addcmul_(vs, gs, gs, value=1 - betas[1])
+
+# %% ../nbs/05_adam.ipynb #b4625c87
+def _adam_step_on_device(p, state, lr, betas, eps, amsgrad):
+    "Adam's update with every quantity a tensor on `p`'s device (no host sync), as torch's capturable single-tensor step"
+    step, (beta1, beta2) = state['step'], betas
+    step_size_neg = (lr / (1 - beta1 ** step)).neg()
+    bc2_sqrt = (1 - beta2 ** step).sqrt()
+    v = state['exp_avg_sq']
+    if amsgrad: v = _zeros(state, 'max_exp_avg_sq', p).copy_(torch.maximum(state['max_exp_avg_sq'], v))
+    p.addcdiv_(state['exp_avg'], (v.sqrt() / (bc2_sqrt * step_size_neg)).add_(eps / step_size_neg))
+
+def _adam_steps_on_device(ps, states, lr, betas, eps, amsgrad):
+    "The same over lists, as torch's capturable multi-tensor step"
+    steps, (beta1, beta2) = [s['step'] for s in states], betas
+    step_size = torch._foreach_pow(beta1, steps); torch._foreach_sub_(step_size, 1)  # beta1^t - 1
+    torch._foreach_div_(step_size, lr); torch._foreach_reciprocal_(step_size)         # -lr / (1 - beta1^t)
+    bc2_sqrt = torch._foreach_pow(beta2, steps); torch._foreach_sub_(bc2_sqrt, 1); torch._foreach_neg_(bc2_sqrt); torch._foreach_sqrt_(bc2_sqrt)
+    vs = [s['exp_avg_sq'] for s in states]
+    if amsgrad:
+        maxs = [_zeros(s, 'max_exp_avg_sq', p) for p, s in zip(ps, states)]
+        torch._foreach_maximum_(maxs, vs); vs = maxs
+    denom = torch._foreach_sqrt(vs)
+    torch._foreach_div_(denom, bc2_sqrt); torch._foreach_add_(denom, eps); torch._foreach_div_(denom, step_size)
+    torch._foreach_addcdiv_(ps, [s['exp_avg'] for s in states], denom)
 
 # %% ../nbs/05_adam.ipynb #17b7389b
 @stepper(lr=_lr, betas=_betas, eps=Hyper(1e-8, Interval(0.), 'added to the denominator, outside the square root'),
-         amsgrad=Hyper(False, Flag(), 'divide by the running maximum of v (AMSGrad)'))
-def adam_step(p, g, state, lr, betas, eps, amsgrad):
+         amsgrad=Hyper(False, Flag(), 'divide by the running maximum of v (AMSGrad)'), capturable=IMPLEMENTATION['capturable'])
+def adam_step(p, g, state, lr, betas, eps, amsgrad, capturable=False):
     "$\\theta \\leftarrow \\theta - \\eta\\, \\hat m / (\\sqrt{\\hat v} + \\epsilon)$ with $\\hat m = m/(1-\\beta_1^t)$, $\\hat v = v/(1-\\beta_2^t)$"
+    if capturable: return _adam_step_on_device(p, state, lr, betas, eps, amsgrad)
     t = state['step'].item()  # a CPU tensor, as in torch.optim: no device sync
     step_size = lr / (1 - betas[0] ** t)
     bc2_sqrt = (1 - betas[1] ** t) ** 0.5
@@ -71,7 +98,8 @@ def adam_step(p, g, state, lr, betas, eps, amsgrad):
     p.addcdiv_(state['exp_avg'], denom, value=-step_size)
 
 @adam_step.foreach
-def _adam_step(ps, gs, states, lr, betas, eps, amsgrad):
+def _adam_step(ps, gs, states, lr, betas, eps, amsgrad, capturable=False):
+    if capturable: return _adam_steps_on_device(ps, states, lr, betas, eps, amsgrad)
     ts = [s['step'].item() for s in states]
     step_sizes = [(lr / (1 - betas[0] ** t)) * -1 for t in ts]
     bc2_sqrts = [(1 - betas[1] ** t) ** 0.5 for t in ts]

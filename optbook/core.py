@@ -62,7 +62,7 @@ class Interval:
         return above and below  # False for NaN
     def check(self, name, v):
         x = _real(name, v)
-        if x not in self: raise ValueError(f"Invalid {name}: {v!r}; it must be in {self}")
+        if x not in self: raise ValueError(f"Invalid {name} value: {v!r}; it must be in {self}")
 
 class Flag:
     "True or False"
@@ -77,7 +77,9 @@ class Pair:
     def check(self, name, v):
         if not isinstance(v, (tuple, list)) or len(v) != 2: raise ValueError(f"Invalid {name}: {v!r}; it must be {self}")
         if isinstance(v[0], Tensor) != isinstance(v[1], Tensor): raise ValueError(f"{name} must be either both floats or both Tensors, got {v!r}")
-        for i, x in enumerate(v): self.interval.check(f"{name}[{i}]", x)
+        for i, x in enumerate(v):
+            if _real(f"{name}[{i}]", x) not in self.interval:  # torch's wording, then ours
+                raise ValueError(f"Invalid {name.rstrip('s')} parameter at index {i}: {x!r}; {name}[{i}] must be in {self.interval}")
 
 # %% ../nbs/00_core.ipynb #c3c28ff0
 class Hyper:
@@ -213,7 +215,10 @@ def _has_tensor(group, names):
     "The first hyper-parameter among `names` whose value in `group` is (or holds) a Tensor, or None"
     for k in names:
         v = group.get(k)
-        if isinstance(v, Tensor) or (isinstance(v, (tuple, list)) and any(isinstance(x, Tensor) for x in v)): return k
+        if isinstance(v, Tensor): return k
+        if isinstance(v, (tuple, list)):
+            for i, x in enumerate(v):
+                if isinstance(x, Tensor): return f"{k}[{i}]"
     return None
 
 # %% ../nbs/00_core.ipynb #00416c9d
@@ -252,7 +257,7 @@ class Optimizer(torch.optim.Optimizer):
         if unknown: raise TypeError(f"{type(self).__name__} got unknown hyper-parameter(s) {unknown}; it takes: {', '.join(self.hypers)}")
         unset = sorted(clash - set(hypers))
         if unset: raise ValueError(f"steppers disagree on the default of {unset}: pass {', '.join(k + '=' for k in unset)} explicitly")
-        defaults = {k: h.default for k, h in self.hypers.items()} | hypers
+        defaults = {k: h.default for k, h in self.hypers.items()} | {k: _to_scalar(v) for k, v in hypers.items()}
         self._check(defaults)
         super().__init__(params, defaults)
 
@@ -286,6 +291,12 @@ def _check(self, group):
             raise ValueError(f"Invalid {k}: {group[k]!r} in a parameter group; {k} applies to the whole optimizer, so every group must have {first[0][k]!r}")
     self.check_group(group)
 
+def _to_scalar(v):
+    "A one-element Tensor hyper-parameter (or pair of them) as a 0-d tensor, as torch's `_to_scalar` makes it: it then broadcasts against any parameter"
+    if isinstance(v, Tensor): return v.reshape(()) if v.dim() and v.numel() == 1 else v
+    if isinstance(v, tuple) and any(isinstance(x, Tensor) for x in v): return tuple(_to_scalar(x) for x in v)
+    return v
+
 def _same(a, b): return a is b or (type(a) is type(b) and not isinstance(a, Tensor) and a == b)
 
 # %% ../nbs/00_core.ipynb #28021984
@@ -293,8 +304,7 @@ def _same(a, b): return a is b or (type(a) is type(b) and not isinstance(a, Tens
 def add_param_group(self, param_group):
     "Add a group with hyper-parameters of its own, checked like the defaults; other keys are kept (timm's `lr_scale`, a `name`) unless they look like a typo"
     for k, v in param_group.items():
-        if isinstance(v, Tensor) and v.dim() and v.numel() == 1: param_group[k] = v.reshape(())  # torch's `_to_scalar`
-        if isinstance(v, tuple) and any(isinstance(x, Tensor) for x in v): param_group[k] = tuple(x.reshape(()) if isinstance(x, Tensor) and x.numel() == 1 else x for x in v)
+        if k != 'params': param_group[k] = _to_scalar(v)
         if k not in self.hypers and k not in _SCHEDULER_KEYS and (m := near_miss(k, self.hypers)):
             raise ValueError(f"Invalid parameter-group key {k!r}: no stepper of {type(self).__name__} reads it; did you mean {m}?")
     self._check(self.defaults | {k: v for k, v in param_group.items() if k != 'params'})

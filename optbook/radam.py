@@ -117,6 +117,41 @@ def simulate_adaptive_lr(beta2:float=0.999, # decay of the average of $g^2$
     r = rectification(rho, rho_inf(beta2))
     return AdaptiveLRRun(t, var, var * r**2, rho, r, keep, psi_kept)
 
+# %% ../nbs/10_radam.ipynb #2f6a484f
+def _radam_on_device(p, state, lr, betas, eps, threshold, below):
+    "RAdam's update with the step count a tensor on `p`'s device: the rho_t branch is a `torch.where` (torch's capturable single-tensor step)"
+    step, (beta1, beta2) = state['step'], betas
+    bc1, bc2, r_inf = 1 - beta1 ** step, 1 - beta2 ** step, rho_inf(beta2)
+    rho_t = r_inf - 2 * step * (beta2 ** step) / bc2
+    rect = ((rho_t - 4) * (rho_t - 2) * r_inf / ((r_inf - 4) * (r_inf - 2) * rho_t)) ** 0.5
+    adaptive = (bc2 ** 0.5) / state['exp_avg_sq'].sqrt().add_(eps)
+    update = torch.where(rho_t > threshold, rect * adaptive, 1. if below == 'momentum' else 0.)
+    p.add_(state['exp_avg'] / bc1 * lr * update, alpha=-1.)
+
+# %% ../nbs/10_radam.ipynb #a3d2b325
+def _radam_steps_on_device(ps, states, lr, betas, eps, threshold, below):
+    "The same over lists, as torch's capturable multi-tensor step: m times one multiplier, rectified or not"
+    steps, (beta1, beta2), r_inf = [s['step'] for s in states], betas, rho_inf(betas[1])
+    bc2 = _one_minus_pow(beta2, steps)
+    rho = torch._foreach_pow(beta2, steps); torch._foreach_mul_(rho, steps); torch._foreach_mul_(rho, 2)
+    torch._foreach_div_(rho, bc2); torch._foreach_neg_(rho); torch._foreach_add_(rho, r_inf)            # rho_t
+    num = torch._foreach_sub(rho, 4); torch._foreach_mul_(num, torch._foreach_sub(rho, 2)); torch._foreach_mul_(num, r_inf)
+    torch._foreach_div_(num, torch._foreach_mul(rho, (r_inf - 4) * (r_inf - 2))); torch._foreach_sqrt_(num)  # r_t
+    rect = [torch.where(r > threshold, n, 0.) for n, r in zip(num, rho)]
+    unrect = [torch.where(r > 0, 0., 1. if below == 'momentum' else 0.) for r in rect]; torch._foreach_mul_(unrect, lr)
+    bc1 = _one_minus_pow(beta1, steps)
+    torch._foreach_div_(unrect, bc1); torch._foreach_neg_(unrect)                                         # -lr / bc1 where not rectified
+    torch._foreach_sqrt_(bc2); torch._foreach_mul_(bc2, lr); torch._foreach_mul_(bc2, rect)
+    torch._foreach_neg_(bc2); torch._foreach_div_(bc2, bc1)                                               # -lr r_t sqrt(bc2) / bc1
+    buf = torch._foreach_sqrt([s['exp_avg_sq'] for s in states]); torch._foreach_add_(buf, eps)
+    torch._foreach_div_(buf, bc2); torch._foreach_reciprocal_(buf); torch._foreach_add_(buf, unrect)
+    torch._foreach_addcmul_(ps, [s['exp_avg'] for s in states], buf)
+
+def _one_minus_pow(b, steps):
+    "[1 - b**t for t in steps], as torch computes it on lists"
+    out = torch._foreach_pow(b, steps); torch._foreach_neg_(out); torch._foreach_add_(out, 1)
+    return out
+
 # %% ../nbs/10_radam.ipynb #071b6908
 _betas = Hyper((0.9, 0.999), Pair(Interval(0., 1., hi_open=True)), 'decay rates of the averages of g and g**2')
 _lr = Hyper(1e-3, Interval(0.), 'learning rate')
@@ -134,9 +169,10 @@ def rectified_step(threshold:float=5., # adapt once $\rho_t$ > threshold (torch:
     if threshold < 4: raise ValueError(f"Invalid threshold: {threshold!r}; it must be in [4, inf) (r_t needs rho_t > 4)")
     if below not in ('momentum', 'none'): raise ValueError(f"Invalid below: {below!r}; it must be 'momentum' or 'none'")
 
-    @stepper(lr=_lr, betas=_betas, eps=_eps)
-    def radam_step(p, g, state, lr, betas, eps):
+    @stepper(lr=_lr, betas=_betas, eps=_eps, capturable=IMPLEMENTATION['capturable'])
+    def radam_step(p, g, state, lr, betas, eps, capturable=False):
         "$\\theta \\leftarrow \\theta - \\eta\\, r_t \\hat m_t \\sqrt{1-\\beta_2^t}/(\\sqrt{v_t}+\\epsilon)$ once $\\rho_t >$ threshold"
+        if capturable: return _radam_on_device(p, state, lr, betas, eps, threshold, below)
         t = state['step'].item()  # a CPU tensor, as in torch.optim: no device sync
         beta1, beta2 = betas
         rho_t = _rho_scalar(t, beta2)
@@ -147,7 +183,8 @@ def rectified_step(threshold:float=5., # adapt once $\rho_t$ > threshold (torch:
         elif below == 'momentum': p.add_(m_hat * lr, alpha=-1.)
 
     @radam_step.foreach
-    def _radam_step(ps, gs, states, lr, betas, eps):
+    def _radam_step(ps, gs, states, lr, betas, eps, capturable=False):
+        if capturable: return _radam_steps_on_device(ps, states, lr, betas, eps, threshold, below)
         beta1, beta2 = betas
         ts = [s['step'].item() for s in states]  # per tensor: a tensor that skipped steps is behind its neighbours
         rhos = [_rho_scalar(t, beta2) for t in ts]

@@ -122,7 +122,8 @@ def test_nesterov_needs_momentum_and_unknown_names_fail():
     with pytest.raises(ValueError, match='nesterov'): LARS([p], nesterov=True)
     with pytest.raises(ValueError, match='nesterov'): LARS([p], nesterov=True, momentum=0.9, dampening=0.1)
     with pytest.raises(TypeError, match='trust_coef'): LARS([p], trust_coef=1e-3)
-    with pytest.raises(TypeError, match='betas'): LARS([{'params': [p], 'betas': (0.9, 0.99)}])
+    with pytest.raises(ValueError, match='did you mean trust_coeff'): LARS([{'params': [p], 'trust_coef': 1e-3}])  # a typo in a group
+    assert LARS([{'params': [p], 'lr_scale': 0.5}]).param_groups[0]['lr_scale'] == 0.5  # other libraries' keys are kept, as torch keeps them
 
 # --- the rest of the ecosystem: the same training loop with ours and timm's ---
 
