@@ -125,6 +125,7 @@ def _new_decoupled(opt_class):
     cls = decoupled(opt_class)
     return cls.__new__(cls)
 
+# %% ../nbs/06_weight_decay.ipynb #8dd52d05
 def decoupled(opt_class:type # a `torch.optim.Optimizer` subclass taking an L2 `weight_decay` argument
              ) -> type:
     "A subclass of `opt_class` whose `weight_decay` shrinks the weights by `1 - lr*weight_decay` before each step instead of entering the gradient"
