@@ -320,33 +320,25 @@ def cyclical_momentum(out_dir=None, quick:bool=False, max_lr:float=0.3, seeds=No
     summary = '; '.join(f"{p}: final accuracy {min(a):.1%}-{max(a):.1%}" for p, a in by.items())
     return ExperimentResult(rows, fig, f"{len(seeds)} seed(s), peak rate {max_lr:g}: {summary}")
 
-# %% ../nbs/07b_lr_finder.ipynb #29761d9f
-from .learner import Learner, SchedulerCallback
+# %% ../nbs/07b_lr_finder.ipynb #cbde731e
+from .learner import Learner, SchedulerCallback, set_seed
 from .momentum import SGD
 from .adam import Adam
 from .weight_decay import AdamW
+from .schedules import SchedLR, combine_scheds, sched_const
 
 def _sgd_mom(params, lr): return SGD(params, lr=lr, momentum=0.9)
 def _adam_l2(params, lr): return Adam(params, lr=lr, weight_decay=1e-4)
 def _adamw(params, lr): return AdamW(params, lr=lr, weight_decay=1e-2)
+def _sc_learner(opt_func, lr, seed): return BENCH.mnist1d_cnn.learner(opt_func, lr, seed=seed)
 
-@experiment('super-convergence', "MNIST-1D CNN: LR finder, then constant vs step vs 1cycle with SGD; Adam vs AdamW under 1cycle at high rates", minutes=3)
-def super_convergence(out_dir=None, quick:bool=False, epochs:int=20, adam_epochs:int=10, seed:int=0,
-                      adam_lrs=(1e-2, 3e-2, 1e-1, 3e-1), adam_seeds=(0, 1)):
-    "Find the rate, compare three schedules at the same step budget, and test whether 1cycle diverges with Adam"
-    from optbook.data import mnist1d_dls
-    from optbook.models import mnist1d_cnn
-    from optbook.learner import set_seed
-    from optbook.schedules import SchedLR, combine_scheds, sched_const
-    if quick: epochs, adam_epochs, adam_lrs, adam_seeds = 1, 1, adam_lrs[:1], adam_seeds[:1]
-    def learner(opt_func, lr, s):
-        set_seed(s)
-        return Learner(mnist1d_cnn(), mnist1d_dls(bs=100, seed=s), opt_func=opt_func, lr=lr, progress=False)
-    finder = learner(_sgd_mom, 1e-2, seed).lr_find(num_it=20 if quick else 100, valid=True)
+def _sc_schedules(seed, epochs, num_it):
+    "The finder's three rates on `seed`, then constant, step and 1cycle at each: one row and one curve per run"
+    finder = _sc_learner(_sgd_mom, 1e-2, seed).lr_find(num_it=num_it, valid=True)
     rows, curves = [], {}
     for rate_name, lr in finder.suggestions.items():
         for kind in ('constant', 'step', '1cycle'):
-            learn = learner(_sgd_mom, lr, seed)
+            learn = _sc_learner(_sgd_mom, lr, seed)
             n = epochs * len(learn.dls.train)
             if kind == 'constant': learn.fit(epochs)
             elif kind == 'step':
@@ -354,49 +346,70 @@ def super_convergence(out_dir=None, quick:bool=False, epochs:int=20, adam_epochs
                 learn.fit(epochs, cbs=[SchedulerCallback(lambda opt: SchedLR(opt, sched, n))])
             else: learn.fit_one_cycle(epochs, max_lr=lr)
             vals = learn.recorder.values
-            curves[(kind, rate_name)] = ([it for it in learn.recorder.epoch_iters], [v[2] for v in vals], [v[1] for v in vals])
-            rows.append(dict(part='sgd schedules', run=f'{kind} @ {rate_name}', lr=float(f'{lr:.3g}'),
+            curves[(kind, rate_name)] = (list(learn.recorder.epoch_iters), [v[2] for v in vals])
+            rows.append(dict(part='sgd schedules', seed=seed, schedule=kind, rate=rate_name, lr=float(f'{lr:.3g}'),
                              acc_half=round(vals[(len(vals) - 1) // 2][2], 4), acc_final=round(vals[-1][2], 4), valid_loss=round(vals[-1][1], 4)))
-    adam_runs = {}
+    return finder, rows, curves
+
+# %% ../nbs/07b_lr_finder.ipynb #f3d525cf
+def _sc_adam(lrs, seeds, epochs):
+    "Adam with L2 against AdamW under 1cycle at each peak rate: one row per run, diverged when the loss is not finite or the accuracy near chance"
+    rows = []
     for name, opt_func in (('Adam (L2 1e-4)', _adam_l2), ('AdamW (wd 1e-2)', _adamw)):
-        for lr in adam_lrs:
-            for s in adam_seeds:
-                learn = learner(opt_func, lr, s)
-                learn.fit_one_cycle(adam_epochs, max_lr=lr)
+        for lr in lrs:
+            for s in seeds:
+                learn = _sc_learner(opt_func, lr, s)
+                learn.fit_one_cycle(epochs, max_lr=lr)
                 loss, acc = learn.recorder.values[-1][1:3]
-                diverged = not math.isfinite(loss) or acc < 0.2  # chance is 0.1
-                adam_runs.setdefault(name, []).append((lr, acc, diverged))
-                rows.append(dict(part='1cycle adam', run=f'{name} seed {s}', lr=lr, acc_half=round(learn.recorder.values[(adam_epochs - 1) // 2][2], 4),
-                                 acc_final=round(acc, 4), valid_loss=round(loss, 4) if math.isfinite(loss) else loss, diverged=diverged))
-    best = {k: max((r for r in rows if r['part'] == 'sgd schedules' and r['run'].startswith(k + ' ')), key=lambda r: r['acc_final']) for k in ('constant', 'step', '1cycle')}
-    n_div = {name: sum(d for _, _, d in runs) for name, runs in adam_runs.items()}
-    summary = (f"Same {epochs * 40} steps of SGD+momentum, best of the finder's three rates: "
-               + ', '.join(f"{k} {r['acc_final']:.1%} ({r['run'].split('@ ')[1]}, lr {r['lr']:.3g})" for k, r in best.items())
+                rows.append(dict(part='1cycle adam', seed=s, schedule='1cycle', rate=name, lr=lr, acc_half=round(learn.recorder.values[(epochs - 1) // 2][2], 4),
+                                 acc_final=round(acc, 4), valid_loss=round(loss, 4) if math.isfinite(loss) else loss,
+                                 diverged=not math.isfinite(loss) or acc < 0.2))  # chance is 0.1
+    return rows
+
+# %% ../nbs/07b_lr_finder.ipynb #e07488e9
+def _sc_figure(finder, curves, best, adam_rows, adam_epochs):
+    "The finder, the best run of each schedule (first seed), and Adam against AdamW by peak rate"
+    plt = _plt()
+    fig, axs = plt.subplots(2, 2, figsize=(11, 7), dpi=80)
+    finder.plot(axs=[axs[0][0], axs[0][1]])
+    axs[0][0].set_title('LR finder (SGD, momentum 0.9), first seed')
+    ax = axs[1][0]
+    for kind, c in zip(('constant', 'step', '1cycle'), ('C0', 'C1', 'C2')):
+        its, accs = curves[(kind, best[kind]['rate'])]
+        ax.plot(its, accs, '.-', color=c, label=f"{kind} (lr {best[kind]['lr']:.3g}, {best[kind]['rate']})")
+    ax.set(xlabel='optimizer steps', ylabel='validation accuracy', title='same budget, best rate for each schedule'); ax.legend(fontsize=8)
+    ax = axs[1][1]
+    for name, c in zip(('Adam (L2 1e-4)', 'AdamW (wd 1e-2)'), ('C3', 'C4')):
+        runs = [r for r in adam_rows if r['rate'] == name]
+        lrs = sorted({r['lr'] for r in runs})
+        ax.plot(lrs, [statistics.mean(r['acc_final'] for r in runs if r['lr'] == lr) for lr in lrs], '-', color=c, label=name)
+        ax.plot([r['lr'] for r in runs], [r['acc_final'] for r in runs], 'o', color=c, alpha=0.5)
+        ax.plot([r['lr'] for r in runs if r['diverged']], [r['acc_final'] for r in runs if r['diverged']], 'x', color='k', ms=10)
+    ax.set_xscale('log'); ax.set(xlabel='1cycle peak rate', ylabel=f'validation accuracy after {adam_epochs} epochs', title='Adam vs AdamW under 1cycle (x: diverged)')
+    ax.legend(fontsize=8); fig.tight_layout()
+    return fig
+
+# %% ../nbs/07b_lr_finder.ipynb #b52e1bd3
+@experiment('super-convergence', "MNIST-1D CNN: LR finder, then constant vs step vs 1cycle with SGD on three seeds; Adam vs AdamW under 1cycle at high rates", minutes=4)
+def super_convergence(out_dir=None, quick:bool=False, epochs:int=20, adam_epochs:int=10, seeds=(0, 1, 2),
+                      adam_lrs=(1e-2, 3e-2, 1e-1, 3e-1), adam_seeds=(0, 1)):
+    "Find the rate, compare three schedules at the same step budget on each seed, and test whether 1cycle diverges with Adam"
+    if quick: epochs, adam_epochs, seeds, adam_lrs, adam_seeds = 1, 1, seeds[:1], adam_lrs[:1], adam_seeds[:1]
+    rows, first = [], None
+    for s in seeds:
+        finder, r, curves = _sc_schedules(s, epochs, 20 if quick else 100)
+        rows += r; first = first or (finder, curves, r)
+    adam_rows = _sc_adam(adam_lrs, adam_seeds, adam_epochs)
+    best = {k: max((r for r in first[2] if r['schedule'] == k), key=lambda r: r['acc_final']) for k in ('constant', 'step', '1cycle')}
+    per = {k: [max(r['acc_final'] for r in rows if r['schedule'] == k and r['seed'] == s) for s in seeds] for k in ('constant', 'step', '1cycle')}
+    summary = (f"{epochs * 40} steps of SGD+momentum, best of the finder's three rates on each of {len(seeds)} seed(s): "
+               + ', '.join(f"{k} {min(a):.1%}-{max(a):.1%}" for k, a in per.items())
                + f". Under 1cycle at peak rates {', '.join(f'{x:g}' for x in adam_lrs)} ({len(adam_seeds)} seeds): "
-               + ', '.join(f"{name} diverged {n}/{len(adam_runs[name])}, best {max(a for _, a, _ in adam_runs[name]):.1%}" for name, n in n_div.items()) + '.')
-    fig = None
-    try: import matplotlib.pyplot as plt
-    except ImportError: pass
-    else:
-        fig, axs = plt.subplots(2, 2, figsize=(11, 7), dpi=80)
-        finder.plot(axs=[axs[0][0], axs[0][1]])
-        axs[0][0].set_title('LR finder (SGD, momentum 0.9)')
-        ax = axs[1][0]
-        for (kind, c) in zip(('constant', 'step', '1cycle'), ('C0', 'C1', 'C2')):
-            rate_name = best[kind]['run'].split('@ ')[1]
-            its, accs, _ = curves[(kind, rate_name)]
-            ax.plot(its, accs, '.-', color=c, label=f"{kind} (lr {best[kind]['lr']:.3g}, {rate_name})")
-        ax.set_xlabel('optimizer steps'); ax.set_ylabel('validation accuracy'); ax.set_title('same budget, best rate for each schedule'); ax.legend(fontsize=8)
-        ax = axs[1][1]
-        for (name, runs), c in zip(adam_runs.items(), ('C3', 'C4')):
-            lrs = sorted({lr for lr, _, _ in runs})
-            ax.plot(lrs, [sum(a for l, a, _ in runs if l == lr) / sum(1 for l, _, _ in runs if l == lr) for lr in lrs], '-', color=c, label=name)
-            ax.plot([lr for lr, _, _ in runs], [a for _, a, _ in runs], 'o', color=c, alpha=0.5)
-            ax.plot([lr for lr, _, d in runs if d], [a for _, a, d in runs if d], 'x', color='k', ms=10)
-        ax.set_xscale('log'); ax.set_xlabel('1cycle peak rate'); ax.set_ylabel(f'validation accuracy after {adam_epochs} epochs')
-        ax.set_title('Adam vs AdamW under 1cycle (x: diverged)'); ax.legend(fontsize=8)
-        fig.tight_layout()
-    return ExperimentResult(rows, fig, summary)
+               + ', '.join(f"{n} diverged {sum(r['diverged'] for r in adam_rows if r['rate'] == n)}/{sum(r['rate'] == n for r in adam_rows)}"
+                           for n in ('Adam (L2 1e-4)', 'AdamW (wd 1e-2)')) + '.')
+    try: fig = _sc_figure(first[0], first[1], best, adam_rows, adam_epochs)
+    except ImportError: fig = None
+    return ExperimentResult(rows + adam_rows, fig, summary)
 
 # %% ../nbs/10_radam.ipynb #758862f9
 from .learner import Learner, SchedulerCallback, accuracy

@@ -217,11 +217,11 @@ def lr_find(model:nn.Module, # the model, trained during the sweep and restored 
             opt:torch.optim.Optimizer, # an optimizer over the model's parameters: optbook's or torch.optim's
             start_lr:float=1e-7, # first rate of the sweep
             end_lr:float=10., # last rate of the sweep
-            num_it:int=100, # number of steps (the seed's lr_find2 default)
+            num_it:int=100, # number of steps (fastai 0.7's `lr_find2` default)
             mode:str='exp', # 'exp': rates spaced geometrically; 'linear': evenly
             beta:float=0.98, # smoothing of the loss; 0 turns it off
             stop_div:float|None=4., # stop when the smoothed loss exceeds this multiple of its best; None: never
-            valid_data=None, # if given, evaluate the next batch of it after every step (the seed's lr_find2)
+            valid_data=None, # if given, evaluate the next batch of it after every step (fastai 0.7's `lr_find2`)
             metrics=(), # `metric(pred, target)`, recorded on the validation batches
             device=None) -> LRFinderResult: # where batches go; default the device of the model's first parameter
     "Train with a rate growing from `start_lr` to `end_lr` over `num_it` steps, recording the loss; then restore everything"

@@ -82,7 +82,7 @@ def test_bench_is_shared_and_frozen():
     assert [t.name for t in BENCH.tasks()] == ['mnist1d_cnn', 'digits_mlp', 'char_lstm', 'tiny_transformer']
     with pytest.raises(dataclasses.FrozenInstanceError): BENCH.mnist1d_cnn.bs = 128
     sc = inspect.signature(super_convergence).parameters
-    assert sc['epochs'].default == BENCH.mnist1d_cnn.epochs and sc['seed'].default == BENCH.mnist1d_cnn.seeds[0]
+    assert sc['epochs'].default == BENCH.mnist1d_cnn.epochs and sc['seeds'].default == BENCH.mnist1d_cnn.seeds
     wr = inspect.signature(warmup_run).parameters
     tt = BENCH.tiny_transformer
     assert (wr['bs'].default, wr['steps'].default) == (tt.bs, tt.epochs * len(tt.dls().train))
