@@ -101,7 +101,7 @@ def digits_dls(bs:int=64, seed:int=0, flat:bool=True):
     d = digits(flat=flat)
     return tensor_dls(d['x_train'], d['y_train'], d['x_valid'], d['y_valid'], bs=bs, seed=seed)
 
-# %% ../nbs/01a_data.ipynb #d0908e76
+# %% ../nbs/01a_data.ipynb #0339232d
 class CharCorpus:
     "Text encoded as character ids with its vocabulary"
     def __init__(self, text:str, # the whole text
@@ -116,6 +116,7 @@ class CharCorpus:
     def decode(self, ids) -> str: return ''.join(self.vocab[i] for i in ids.tolist())
     def __repr__(self): return f"CharCorpus(vocab={len(self.vocab)}, train={len(self.train)}, valid={len(self.valid)})"
 
+# %% ../nbs/01a_data.ipynb #e4663b25
 def stdlib_text(n_chars:int=300_000) -> str:
     "The first `n_chars` characters of the standard library's top-level `.py` files, in sorted order"
     files = sorted(Path(sysconfig.get_paths()['stdlib']).glob('*.py'))
@@ -261,7 +262,7 @@ def plot_trajectories(f, # the function the trajectories ran on
     if trajs: ax.legend(fontsize=8)
     return ax
 
-# %% ../nbs/01a_data.ipynb #95825632
+# %% ../nbs/01a_data.ipynb #347a94d6
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -282,6 +283,7 @@ def _tfms(size, stats, augment):
     train = [T.RandomResizedCrop(size, scale=(0.35, 1)), T.RandomHorizontalFlip()] if augment else [T.Resize(size), T.CenterCrop(size)]
     return T.Compose(train + norm)
 
+# %% ../nbs/01a_data.ipynb #8494ef77
 def image_folder_dls(root, # folder holding one subfolder per split
                      train:str='train', valid:str='val', # split folder names
                      size:int|None=None, # resize and crop to `size` (None: keep, CIFAR-style crops)

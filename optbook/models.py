@@ -96,7 +96,7 @@ def seq_cross_entropy(pred:Tensor, # (..., vocab) scores
     "Cross-entropy over every position of a sequence"
     return F.cross_entropy(pred.flatten(0, -2), target.flatten(), ignore_index=ignore_index)
 
-# %% ../nbs/01b_models.ipynb #4be8c107
+# %% ../nbs/01b_models.ipynb #94d74113
 class TransformerBlock(nn.Module):
     "Causal self-attention and feed-forward, each in a residual with LayerNorm before (`pre_ln`) or after (`post_ln`)"
     def __init__(self, d_model:int, n_heads:int, norm:str='post_ln', dropout:float=0.):
@@ -117,6 +117,7 @@ class TransformerBlock(nn.Module):
         x = self.ln1(x + self.attn(x))
         return self.ln2(x + self.drop(self.ff(x)))
 
+# %% ../nbs/01b_models.ipynb #21d14856
 class TinyTransformer(nn.Module):
     "A decoder-only Transformer returning next-token scores (batch, time, vocab)"
     def __init__(self, vocab:int, d_model:int=64, n_heads:int=4, n_layers:int=2, max_len:int=128, norm:str='post_ln', dropout:float=0.):
