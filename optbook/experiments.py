@@ -326,11 +326,15 @@ from .momentum import SGD
 from .adam import Adam
 from .weight_decay import AdamW
 from .schedules import SchedLR, combine_scheds, sched_const
+from .models import mnist1d_cnn
 
 def _sgd_mom(params, lr): return SGD(params, lr=lr, momentum=0.9)
 def _adam_l2(params, lr): return Adam(params, lr=lr, weight_decay=1e-4)
 def _adamw(params, lr): return AdamW(params, lr=lr, weight_decay=1e-2)
-def _sc_learner(opt_func, lr, seed): return BENCH.mnist1d_cnn.learner(opt_func, lr, seed=seed)
+def _sc_learner(opt_func, lr, seed):
+    "The bench's MNIST-1D CNN task, seeded before the model and then the data are built (the order of the book's numbers)"
+    set_seed(seed)
+    return Learner(mnist1d_cnn(), BENCH.mnist1d_cnn.dls(seed), opt_func=opt_func, lr=lr, progress=False)
 
 def _sc_schedules(seed, epochs, num_it):
     "The finder's three rates on `seed`, then constant, step and 1cycle at each: one row and one curve per run"
