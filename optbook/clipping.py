@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['get_total_norm', 'clip_grads_with_norm_', 'clip_grad_norm_', 'clip_grad_value_', 'unitwise_norm',
-           'adaptive_clip_grad_']
+           'adaptive_clip_grad_', 'nonfinite_skip', 'global_norm_clip', 'clipped', 'GradStats']
 
-# %% ../nbs/08_clipping.ipynb #e5795429
-import math, types, warnings
+# %% ../nbs/08_clipping.ipynb #e9fd8546
+import math, types, warnings, inspect
 import torch
 from torch import Tensor, nn
 from .core import *
@@ -164,3 +164,193 @@ def adaptive_clip_grad_(parameters, # parameters with `.grad` (None gradients ar
         max_norm = unitwise_norm(p, p_norm).clamp(min=eps) * clip_factor
         g_norm = unitwise_norm(g, p_norm)
         g.copy_(torch.where(g_norm < max_norm, g, g * (max_norm / g_norm.clamp(min=1e-6))))
+
+# %% ../nbs/08_clipping.ipynb #a4ea4538
+def _unhooked(step):
+    "`step` without the hook wrapper torch puts on every optimizer class's `step`, so that the subclass's hooks run once"
+    return step.__wrapped__ if getattr(step, 'hooked', False) else step
+
+def _check_max_grad_norm(v):
+    if v is not None: Interval(0., lo_open=True).check('max_grad_norm', v)
+
+def _one_value(groups, key):
+    "The value of `key` shared by all `groups`: a global norm has one threshold"
+    vals = [g.get(key) for g in groups]
+    if any(v != vals[0] for v in vals):
+        raise ValueError(f"Invalid {key}: the parameter groups hold {vals}; clipping by one global norm needs the same value in every group")
+    return vals[0] if vals else None
+
+# %% ../nbs/08_clipping.ipynb #f9c892eb
+Optimizer.grad_norm = None  # the total L2 norm of the gradients before clipping, of the last step (a 0-dim tensor)
+Optimizer.skipped_steps = 0  # steps that `skip_nonfinite` refused
+
+@grad_transform(skip_nonfinite=Hyper(False, Flag(), 'skip a step whose gradients hold NaN or inf, counted in `opt.skipped_steps`'))
+def nonfinite_skip(opt, params, grads, skip_nonfinite):
+    "Ask to skip the step when a gradient holds NaN or inf (one host sync, as GradScaler's check)"
+    if not skip_nonfinite or not grads: return False
+    if torch.isfinite(get_total_norm(grads, math.inf)): return False  # the max norm is NaN or inf exactly when a value is, and never overflows
+    opt.skipped_steps += 1
+    return True
+
+def _own_clip(opt) -> bool:
+    "Does `opt` bring its own transform reading `max_grad_norm` (LAMB's, with timm's formula)? Then that one clips, not this"
+    return any(t.__qualname__ != 'global_norm_clip' and 'max_grad_norm' in t.hypers for t in getattr(opt, 'transforms', ()))
+
+@grad_transform(max_grad_norm=Hyper(None, Maybe(Interval(0., lo_open=True)), 'clip the gradients of all groups to this global L2 norm before the step'))
+def global_norm_clip(opt, params, grads, max_grad_norm):
+    "Clip all gradients to one global L2 norm, as `clip_grad_norm_(params, max_grad_norm)`; keep the norm before clipping in `opt.grad_norm`"
+    if max_grad_norm is None or not grads or _own_clip(opt): return False
+    opt.grad_norm = get_total_norm(grads)
+    clip_grads_with_norm_(params, max_grad_norm, opt.grad_norm)
+    return False
+
+DEFAULT_TRANSFORMS[:] = [t for t in DEFAULT_TRANSFORMS if t.__qualname__ not in ('nonfinite_skip', 'global_norm_clip')]  # running this again replaces them
+register_transform(nonfinite_skip); register_transform(global_norm_clip)  # in this order: no clip of a step that is skipped
+
+# %% ../nbs/08_clipping.ipynb #b7215c3d
+_engine_state_dict = getattr(Optimizer.state_dict, 'engine', Optimizer.state_dict)  # the engine's own, even if this runs twice
+_engine_load_state_dict = getattr(Optimizer.load_state_dict, 'engine', Optimizer.load_state_dict)
+
+@patch_to(Optimizer)
+def state_dict(self):
+    "torch's state dict, plus `skipped_steps` once a step was skipped"
+    sd = _engine_state_dict(self)
+    return sd | {'skipped_steps': self.skipped_steps} if self.skipped_steps else sd
+
+@patch_to(Optimizer)
+def load_state_dict(self, state_dict):
+    "Load a checkpoint of optbook or torch.optim, with its count of skipped steps"
+    state_dict = dict(state_dict)
+    self.skipped_steps = state_dict.pop('skipped_steps', 0)
+    _engine_load_state_dict(self, state_dict)
+
+Optimizer.state_dict.engine, Optimizer.load_state_dict.engine = _engine_state_dict, _engine_load_state_dict
+
+# %% ../nbs/08_clipping.ipynb #8be383ac
+class _Clip:
+    "What `clipped()` adds to a torch optimizer class; first in the MRO, so `super()` is that class"
+    def __init__(self, params, *args, max_grad_norm:float|None=None, skip_nonfinite:bool=False, **kwargs):
+        _check_max_grad_norm(max_grad_norm); Flag().check('skip_nonfinite', skip_nonfinite)
+        self.grad_norm, self.skipped_steps = None, 0  # the total norm before clipping, of the last step; steps skipped
+        super().__init__(params, *args, **kwargs)
+        self.defaults.update(max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)
+        for g in self.param_groups: g.setdefault('max_grad_norm', max_grad_norm); g.setdefault('skip_nonfinite', skip_nonfinite)
+        # a fused step that unscales by itself would receive scaled gradients: let the scaler unscale before step() instead
+        if getattr(self, '_step_supports_amp_scaling', False): self._step_supports_amp_scaling = False
+    def __reduce__(self): return (_new_clipped, (self._opt_class,), self.__getstate__())  # the class is rebuilt, not looked up
+    def __getstate__(self): return super().__getstate__() | {'skipped_steps': self.skipped_steps}
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault('grad_norm', None); self.__dict__.setdefault('skipped_steps', 0)
+    def add_param_group(self, param_group):
+        _check_max_grad_norm(param_group.get('max_grad_norm'))
+        super().add_param_group(param_group)
+    def state_dict(self): return super().state_dict() | {'skipped_steps': self.skipped_steps}
+    def load_state_dict(self, state_dict):
+        "Load a checkpoint of the class or of its clipped version; a torch checkpoint without our keys keeps this optimizer's values"
+        state_dict = dict(state_dict)
+        self.skipped_steps = state_dict.pop('skipped_steps', 0)
+        super().load_state_dict(state_dict)
+        for g in self.param_groups:
+            for k in ('max_grad_norm', 'skip_nonfinite'): g.setdefault(k, self.defaults[k])
+
+# %% ../nbs/08_clipping.ipynb #08031b2c
+def _clip_step(self, closure=None):
+    "Evaluate `closure`; skip the step if asked and a gradient is not finite; clip all groups to `max_grad_norm`; take the class's own step"
+    loss = None
+    if closure is not None:
+        with torch.enable_grad(): loss = closure()
+    ps = [p for g in self.param_groups for p in g['params'] if p.grad is not None]
+    grads = [p.grad for p in ps]
+    if nonfinite_skip(self, ps, grads, skip_nonfinite=_one_value(self.param_groups, 'skip_nonfinite')): return loss
+    global_norm_clip(self, ps, grads, max_grad_norm=_one_value(self.param_groups, 'max_grad_norm'))  # the transforms of the book's optimizers
+    _unhooked(self._opt_class.step)(self)
+    return loss
+
+_Clip.step = _clip_step
+
+# %% ../nbs/08_clipping.ipynb #905aa849
+_clipped_classes = {}
+
+def _new_clipped(opt_class):
+    "An empty instance of `clipped(opt_class)`, for unpickling"
+    cls = clipped(opt_class)
+    return cls.__new__(cls)
+
+def clipped(opt_class:type # a `torch.optim.Optimizer` subclass, e.g. `torch.optim.AdamW`
+           ) -> type:
+    "A subclass of `opt_class` taking `max_grad_norm=None` (clip all groups to that global L2 norm first) and `skip_nonfinite=False` (skip a step whose gradients hold NaN/inf)"
+    if not (isinstance(opt_class, type) and issubclass(opt_class, torch.optim.Optimizer)):
+        raise ValueError(f"Invalid opt_class: {opt_class!r}; it must be a torch.optim.Optimizer subclass, such as torch.optim.AdamW")
+    if opt_class in _clipped_classes: return _clipped_classes[opt_class]
+    if issubclass(opt_class, Optimizer) or 'max_grad_norm' in inspect.signature(opt_class).parameters:
+        raise ValueError(f"Invalid opt_class: {opt_class.__name__} already takes max_grad_norm and skip_nonfinite; use them directly")
+    name = f"Clipped{opt_class.__name__}"
+    doc = f"{opt_class.__name__} that clips the gradients of all its groups to global L2 norm `max_grad_norm` at the start of each step"
+    cls = _clipped_classes[opt_class] = type(name, (_Clip, opt_class), {'_opt_class': opt_class, '__doc__': doc, '__qualname__': name})
+    return cls
+
+# %% ../nbs/08_clipping.ipynb #77aa1590
+from .learner import Callback, _plt
+
+class GradStats(Callback):
+    "Record per step: global and per-parameter gradient norms, mean absolute gradient, clipped or not, update-to-weight ratios"
+    order = 5  # after the Recorder, before schedulers (10) step the rate
+    def __init__(self, max_norm:float|None=None, # the threshold that counts as clipping; None: the optimizer's `max_grad_norm`
+                 update_ratios:bool=True): # also record $\|\Delta\theta_i\|/\|\theta_i\|$ (keeps a copy of the weights)
+        if max_norm is not None: Interval(0., lo_open=True).check('max_norm', max_norm)
+        self.max_norm, self.update_ratios = max_norm, update_ratios
+    def before_fit(self):
+        self.names = [n for n, p in self.learn.model.named_parameters() if p.requires_grad]
+        self._params = [p for p in self.learn.model.parameters() if p.requires_grad]
+        self._norms, self._mean_abs, self._ratios, self._thresholds = [], [], [], []
+    def _threshold(self):
+        if self.max_norm is not None: return self.max_norm
+        return self.learn.opt.param_groups[0].get('max_grad_norm')
+
+# %% ../nbs/08_clipping.ipynb #b2dbdd5f
+@torch.no_grad()
+def _gs_after_backward(self):
+    gs = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
+    self._norms.append(torch.stack(torch._foreach_norm(gs)))
+    self._mean_abs.append(sum(g.abs().sum() for g in gs) / sum(g.numel() for g in gs))
+    self._thresholds.append(self._threshold())
+    if self.update_ratios: self._before = [p.detach().clone() for p in self._params]
+
+@torch.no_grad()
+def _gs_after_step(self):
+    if not self.update_ratios: return
+    deltas = torch._foreach_sub([p.detach() for p in self._params], self._before)
+    self._ratios.append(torch.stack(torch._foreach_norm(deltas)) / torch.stack(torch._foreach_norm(self._before)))  # inf for weights at zero
+    self._before = None
+
+def _gs_after_fit(self):
+    "Move everything to the CPU once: `layer_norms` (steps, params), `global_norm`, `mean_abs_grad`, `clipped`, `update_ratio` (steps, params)"
+    self.layer_norms = torch.stack(self._norms).float().cpu() if self._norms else torch.zeros(0, len(self.names))
+    self.global_norm = self.layer_norms.norm(dim=1)
+    self.mean_abs_grad = torch.stack(self._mean_abs).float().cpu() if self._mean_abs else torch.zeros(0)
+    self.thresholds = torch.tensor([math.inf if t is None else t for t in self._thresholds])
+    self.clipped = self.global_norm > self.thresholds
+    self.update_ratio = torch.stack(self._ratios).float().cpu() if self._ratios else torch.zeros(0, len(self.names))
+
+GradStats.after_backward, GradStats.after_step, GradStats.after_fit = _gs_after_backward, _gs_after_step, _gs_after_fit
+GradStats.frac_clipped = property(lambda self: self.clipped.float().mean().item() if len(self.clipped) else 0.)
+
+# %% ../nbs/08_clipping.ipynb #60b6d06f
+def _gs_plot(self, axs=None, layers:int=6): # show the `layers` parameters with the largest median gradient norm
+    "Global norm (and the clip threshold), per-parameter norms, mean |g|, and update-to-weight ratios, against the step"
+    plt = _plt()
+    n = 4 if self.update_ratio.numel() else 3
+    if axs is None: _, axs = plt.subplots(1, n, figsize=(4 * n, 3), dpi=80)
+    axs[0].semilogy(self.global_norm, lw=0.8, label='global norm')
+    if torch.isfinite(self.thresholds).any(): axs[0].semilogy(self.thresholds, 'k--', lw=0.8, label=f'threshold ({self.frac_clipped:.0%} clipped)')
+    axs[0].legend(fontsize=8)
+    top = self.layer_norms.median(0).values.argsort(descending=True)[:layers].tolist()
+    for i in top: axs[1].semilogy(self.layer_norms[:, i], lw=0.8, label=self.names[i])
+    axs[1].legend(fontsize=7); axs[2].semilogy(self.mean_abs_grad, lw=0.8)
+    if n == 4:
+        for i in top: axs[3].semilogy(self.update_ratio[:, i], lw=0.8, label=self.names[i])
+    for ax, t in zip(axs, ['global gradient norm', 'gradient norm per parameter', 'mean |gradient|', 'update / weight norm']): ax.set_title(t); ax.set_xlabel('step')
+    return axs
+
+GradStats.plot = _gs_plot
