@@ -587,9 +587,10 @@ import time, functools, statistics, multiprocessing, concurrent.futures
 import torch
 from .learner import set_seed
 
-# %% ../nbs/12_shootout.ipynb #11f7f673
+# %% ../nbs/12_shootout.ipynb #15eeb898
 from .distributed import optimizer_classes
 
+# %% ../nbs/12_shootout.ipynb #11f7f673
 _SHOOT_VARIANTS = {'SGD': {'SGD': {}, 'SGD momentum': dict(momentum=0.9), 'Nesterov': dict(momentum=0.9, nesterov=True)},
                    'Adam': {'Adam': {}, 'AMSGrad': dict(amsgrad=True)}, 'LARS': {'LARS': dict(momentum=0.9)}}
 _SHOOT_LEFT_OUT = ('SGDW', 'RMSpropW')  # the decoupled twins of SGD and RMSprop (chapter 6)
@@ -599,9 +600,10 @@ def shootout_optimizers() -> dict:
     return {label: (name, kw) for name in optimizer_classes() if name not in _SHOOT_LEFT_OUT
             for label, kw in _SHOOT_VARIANTS.get(name, {name: {}}).items()}
 
-# %% ../nbs/12_shootout.ipynb #56f19b27
+# %% ../nbs/12_shootout.ipynb #2f7db170
 import dataclasses
 
+# %% ../nbs/12_shootout.ipynb #56f19b27
 _SHOOT_BUDGET = dict(mnist1d_cnn=10, digits_mlp=20, char_lstm=1, tiny_transformer=250)  # epochs; the Transformer: steps
 
 def _shoot_task(name:str, quick:bool=False) -> BenchTask:
