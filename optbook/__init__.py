@@ -17,6 +17,7 @@ from .clipping import *
 from .lars import *
 from .radam import *
 from .widgets import *
+from .fused import *
 
 def _public_api():
     """`__all__`, derived from the chapters rather than kept by hand: a new chapter joins it by its `from .x import *` line.

@@ -378,10 +378,15 @@ def _by_device_dtype_pairs(seen):
 def choose_path(self, group, params=()) -> str:
     "The path a step of `group` takes: 'fused', 'foreach' or 'tensor', from its `fused`/`foreach` settings and the tensors at hand"
     if any(p.layout is not torch.strided for p in params): return 'tensor'
-    if group['fused'] and self.fused_step is not None: return 'fused'
+    if self.fused_step is not None and (group['fused'] or (group['fused'] is None and group['foreach'] is None and self.fused_by_default(group))): return 'fused'
     if group['foreach'] is False or not self.has_foreach: return 'tensor'
     if not group['capturable'] and not self.foreach_tensor_hypers and _has_tensor(group, self.hypers): return 'tensor'  # torch's rule
     return 'foreach'  # fused=True without a fused path here: the fastest path there is
+
+@patch_to(Optimizer)
+def fused_by_default(self, group) -> bool:
+    "Does `group` take the fused path when neither `fused` nor `foreach` is set? No here; chapter 11 says yes where its fused path needs no compile step"
+    return False
 
 @patch_to(Optimizer)
 def __repr__(self):

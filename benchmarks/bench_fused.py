@@ -1,0 +1,148 @@
+"""Step time of every optimizer of the book: optbook's per-tensor, foreach and fused paths against torch's (and timm's).
+
+Usage: python benchmarks/bench_fused.py [--quick] [--sets resnet18,transformer,tiny] [--device cpu|cuda] [--threads 1]
+For each parameter set and optimizer it prints each implementation's median milliseconds per step and its ratio to the
+reference (torch's fused kernel where torch has one, else the fastest of torch's and timm's paths), all measured in one
+interleaved run (the cases take turns in every repeat, so load changes hit them alike), the spread of each ratio over
+the repeats (the noise), and the ratio of optbook's fastest path to the memory-bandwidth bound: the words each parameter
+reads and writes per step, at the best copy bandwidth measured in the same run. Timings belong here, never in tests.
+`--markdown` prints the tables as Markdown (what the chapter and the note show).
+"""
+import argparse, math, statistics, time, warnings
+import torch
+import optbook
+
+def resnet18_shapes():
+    "torchvision's ResNet-18: 62 tensors, 11.7M numbers"
+    from torchvision.models import resnet18  # benchmark-only dependency
+    return [tuple(p.shape) for p in resnet18().parameters()]
+
+def transformer_shapes(layers=45, d=232, vocab=4096, ctx=512):
+    "A GPT-like stack: 12 tensors a layer (attention, MLP, two LayerNorms), embeddings, final norm and head: 550 tensors, about 30M numbers"
+    layer = [(3 * d, d), (3 * d,), (d, d), (d,), (d,), (d,), (4 * d, d), (4 * d,), (d, 4 * d), (d,), (d,), (d,)]
+    return [(vocab, d), (ctx, d)] + layer * layers + [(d,), (d,), (vocab, d), (vocab,), (d, d), (d,), (d,), (d,)]
+
+def tiny_shapes(n=2000, seed=0):
+    "2000 small tensors (16 to 1024 numbers): where per-call overhead, not memory, sets the step time"
+    gen = torch.Generator().manual_seed(seed)
+    return [(int(k),) for k in torch.randint(16, 1025, (n,), generator=gen)]
+
+SETS = {'resnet18': resnet18_shapes, 'transformer': transformer_shapes, 'tiny': tiny_shapes}
+
+# optimizer name -> (optbook class, its keywords, torch class or None, words read+written per parameter by one pass, timm factory or None)
+def optimizers():
+    import timm.optim as timm_optim
+    T = torch.optim
+    return {
+        'SGD momentum': (optbook.SGD, dict(lr=1e-3, momentum=0.9), T.SGD, 5, None),
+        'SGD nesterov': (optbook.SGD, dict(lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4), T.SGD, 5, None),
+        'SGDW': (optbook.SGDW, dict(lr=1e-3, momentum=0.9, weight_decay=1e-4), None, 5, timm_optim.SGDW),
+        'RMSprop': (optbook.RMSprop, dict(lr=1e-3), T.RMSprop, 5, None),
+        'RMSprop centered': (optbook.RMSprop, dict(lr=1e-3, centered=True, momentum=0.9), T.RMSprop, 9, None),
+        'RMSpropW': (optbook.RMSpropW, dict(lr=1e-3, weight_decay=1e-2), None, 5, None),
+        'Adam': (optbook.Adam, dict(lr=1e-3), T.Adam, 7, None),
+        'Adam amsgrad': (optbook.Adam, dict(lr=1e-3, amsgrad=True), T.Adam, 9, None),
+        'AdamW': (optbook.AdamW, dict(lr=1e-3, weight_decay=1e-2), T.AdamW, 7, timm_optim.AdamWLegacy),
+        'RAdam': (optbook.RAdam, dict(lr=1e-3), T.RAdam, 7, timm_optim.RAdamLegacy),
+        'LARS': (optbook.LARS, dict(lr=1e-1, momentum=0.9, weight_decay=1e-4), None, 7, timm_optim.Lars),
+    }
+
+def cases(name, spec):
+    "The implementations timed for one optimizer: label -> factory(params)"
+    ob, kw, tc, _, timm_cls = spec
+    out = {'optbook per-tensor': lambda ps: ob(ps, **kw, foreach=False),
+           'optbook foreach': lambda ps: ob(ps, **kw, foreach=True)}
+    if ob.fused_step is not None: out['optbook fused'] = lambda ps: ob(ps, **kw, fused=True)
+    if tc is not None:
+        out['torch for-loop'] = lambda ps: tc(ps, **kw, foreach=False)
+        out['torch foreach'] = lambda ps: tc(ps, **kw, foreach=True)
+        if tc in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW): out['torch fused'] = lambda ps: tc(ps, **kw, fused=True)
+    if timm_cls is not None: out['timm'] = lambda ps: timm_cls(ps, **kw)
+    return out
+
+def make_params(shapes, device, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ps = [torch.nn.Parameter(torch.randn(s, generator=gen).to(device)) for s in shapes]
+    for p in ps: p.grad = torch.randn(p.shape, generator=gen).to(device) * 1e-2
+    return ps
+
+def copy_bandwidth(numel, device, repeats):
+    "Best bytes per second of `dst.copy_(src)` over float32 buffers of `numel` numbers (2 words moved per number)"
+    src, dst = torch.randn(numel, device=device), torch.empty(numel, device=device)
+    sync, best = _sync(device), math.inf
+    for _ in range(repeats):
+        sync(); t0 = time.perf_counter(); dst.copy_(src); sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 4 * numel / best
+
+def _sync(device): return torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+
+def time_cases(makers, shapes, device, steps, repeats):
+    "Per repeat, the milliseconds per step of every case, in a rotating order"
+    sync, opts = _sync(device), {}
+    for label, make in makers.items():
+        opts[label] = make(make_params(shapes, device))
+        for _ in range(2): opts[label].step()  # state allocated, caches warm
+    runs, labels = {k: [] for k in opts}, list(opts)
+    for r in range(repeats):
+        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+            opt = opts[label]
+            sync(); t0 = time.perf_counter()
+            for _ in range(steps): opt.step()
+            sync(); runs[label].append((time.perf_counter() - t0) / steps * 1e3)
+    return runs
+
+def reference(runs):
+    "torch's fused kernel where there is one, else the fastest (by median) of torch's and timm's implementations"
+    if 'torch fused' in runs: return 'torch fused'
+    theirs = [k for k in runs if not k.startswith('optbook')]
+    return min(theirs, key=lambda k: statistics.median(runs[k]))
+
+def summarize(runs, words, numel, bandwidth):
+    "Median ms, ratio to the reference (median of per-repeat ratios) and its spread, and optbook's best over the bandwidth bound"
+    ref = reference(runs)
+    rows = {}
+    for k, ms in runs.items():
+        ratios = [a / b for a, b in zip(ms, runs[ref])]
+        rows[k] = (statistics.median(ms), statistics.median(ratios), max(ratios) - min(ratios))
+    best = min((k for k in runs if k.startswith('optbook')), key=lambda k: rows[k][0])
+    bound_ms = words * 4 * numel / bandwidth * 1e3
+    return ref, rows, best, rows[best][0] / bound_ms, bound_ms
+
+COLUMNS = ['optbook per-tensor', 'optbook foreach', 'optbook fused', 'torch for-loop', 'torch foreach', 'torch fused', 'timm']
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--quick', action='store_true', help='seconds: the tiny and ResNet-18 sets, 3 repeats of 1 step, a few optimizers')
+    ap.add_argument('--sets', default='resnet18,transformer,tiny')
+    ap.add_argument('--only', default='', help='comma-separated optimizer names (default: all)')
+    ap.add_argument('--steps', type=int, default=3)
+    ap.add_argument('--repeats', type=int, default=7)
+    ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    ap.add_argument('--threads', type=int, default=1, help='torch.set_num_threads (default 1: a shared machine measures best alone)')
+    ap.add_argument('--markdown', action='store_true')
+    args = ap.parse_args()
+    warnings.filterwarnings('ignore')
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sets, opts = args.sets.split(','), optimizers()
+    if args.quick: sets, args.steps, args.repeats, opts = ['tiny', 'resnet18'], 1, 3, {k: opts[k] for k in ('SGD momentum', 'Adam', 'RMSprop', 'RAdam')}
+    if args.only: opts = {k: opts[k] for k in args.only.split(',')}
+    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} thread(s), {args.repeats} repeats of {args.steps} steps, float32")
+    for set_name in sets:
+        shapes = SETS[set_name]()
+        numel = sum(math.prod(s) for s in shapes)
+        bw = copy_bandwidth(max(numel, 1 << 24), device, 2 * args.repeats)
+        print(f"\n## {set_name}: {len(shapes)} tensors, {numel / 1e6:.2f}M numbers; best copy bandwidth {bw / 1e9:.1f} GB/s")
+        head = ['optimizer', 'reference', 'ref ms'] + COLUMNS + ['best / bound', 'noise']
+        print('| ' + ' | '.join(head) + ' |' if args.markdown else '  '.join(f"{h:>14s}" for h in head))
+        if args.markdown: print('|' + '---|' * len(head))
+        for name, spec in opts.items():
+            runs = time_cases(cases(name, spec), shapes, device, args.steps, args.repeats)
+            ref, rows, best, over_bound, _ = summarize(runs, spec[3], numel, bw)
+            cells = [name, ref, f"{rows[ref][0]:.2f}"] + [f"{rows[c][1]:.2f}x" if c in rows else '-' for c in COLUMNS]
+            noise = max(rows[k][2] for k in rows)
+            cells += [f"{over_bound:.2f}x ({best.split()[1]})", f"±{noise / 2:.2f}"]
+            print('| ' + ' | '.join(cells) + ' |' if args.markdown else '  '.join(f"{c:>14s}" for c in cells), flush=True)
+
+if __name__ == '__main__': main()
