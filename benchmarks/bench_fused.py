@@ -50,9 +50,9 @@ def optimizers():
 def cases(name, spec):
     "The implementations timed for one optimizer: label -> factory(params)"
     ob, kw, tc, _, timm_cls = spec
-    out = {'optbook per-tensor': lambda ps: ob(ps, **kw, foreach=False),
-           'optbook foreach': lambda ps: ob(ps, **kw, foreach=True)}
-    if ob.fused_step is not None: out['optbook fused'] = lambda ps: ob(ps, **kw, fused=True)
+    path = lambda ps, **flags: ob([{'params': ps, **flags}], **kw)  # the path flags as group keys: LARS's signature has no `fused`
+    out = {'optbook per-tensor': lambda ps: path(ps, foreach=False), 'optbook foreach': lambda ps: path(ps, foreach=True, fused=None)}
+    if ob.fused_step is not None: out['optbook fused'] = lambda ps: path(ps, fused=True)
     if tc is not None:
         out['torch for-loop'] = lambda ps: tc(ps, **kw, foreach=False)
         out['torch foreach'] = lambda ps: tc(ps, **kw, foreach=True)

@@ -26,6 +26,8 @@ CONFIGS = [
     (RMSpropW, dict(lr=0.01, weight_decay=0.1), False, 'fused'),
     (RAdam, dict(lr=0.01, weight_decay=0.1), True, 'fused'),
     (RAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True), True, 'fused'),
+    (optbook.LARS, dict(lr=0.1, momentum=0.9, weight_decay=1e-2, trust_clip=True), True, 'fused'),
+    (optbook.LARS, dict(lr=0.1, momentum=0.9, nesterov=True, always_adapt=True), True, 'fused'),
 ]
 SHAPES = [(4, 3), (3,), (2, 2, 2), (5,), (1,)]
 
@@ -38,8 +40,8 @@ def _run(cls, kw, cycle, paths, steps=40, switch=None, seed=0):
     gen = torch.Generator().manual_seed(seed)
     ps = [nn.Parameter(torch.randn(s, generator=gen, dtype=F64).to(DEV)) for s in SHAPES]
     curv = [torch.rand(s, generator=gen, dtype=F64).to(DEV) + 0.1 for s in SHAPES]
-    def make(path, sched_state=None):
-        opt = cls(_groups(ps), **kw, **path)
+    def make(path):
+        opt = cls([g | path for g in _groups(ps)], **kw)  # the path flags as group keys: LARS's signature has no `fused`
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[0.05, 0.1, 0.02], total_steps=steps + 1, cycle_momentum=cycle)
         return opt, sched
     opt, sched = make(paths[0])
@@ -81,9 +83,24 @@ def test_default_paths():
     for cls in (SGD, SGDW, Adam, AdamW, RMSprop, RMSpropW, RAdam): assert path(cls(w)) == ['fused'], cls
     assert path(Adam(w, foreach=True)) == ['foreach'] and path(Adam(w, fused=False)) == ['foreach'] and path(Adam(w, foreach=False)) == ['tensor']
     assert path(RMSprop(w, momentum=0.9)) == ['foreach'] and path(RMSprop(w, centered=True, fused=True)) == ['foreach']
-    assert path(optbook.LARS(w)) == ['foreach']  # no fused path: the engine's default
+    assert path(optbook.LARS(w, weight_decay=1e-4)) == ['fused']
     assert path(Adam([{'params': w, 'fused': False}, {'params': [nn.Parameter(torch.ones(2, device=DEV))]}])) == ['foreach']  # the second group has no grad
     assert Adam(w)._step_supports_amp_scaling and not Adam(w, fused=False)._step_supports_amp_scaling and not hasattr(RMSprop, '_step_supports_amp_scaling')
+
+def test_a_subclass_with_other_steppers_keeps_the_foreach_path():
+    "SGD's kernel computes SGD's steppers: a subclass with decoupled decay (chapter 06 builds one) must not inherit it"
+    from optbook.weight_decay import decoupled_decay
+    from optbook.momentum import heavy_ball
+    from optbook.core import maximize
+    class MySGDW(SGD):
+        def __init__(self, ps, **kw): Optimizer.__init__(self, ps, [maximize, decoupled_decay, heavy_ball, descend], **kw)
+    for kw in ({}, dict(fused=True)):
+        a, b = [nn.Parameter(torch.ones(3, device=DEV))], [nn.Parameter(torch.ones(3, device=DEV))]
+        oa, ob = MySGDW(a, lr=0.1, momentum=0.9, weight_decay=0.5, **kw), SGDW(b, lr=0.1, momentum=0.9, weight_decay=0.5)
+        for _ in range(3):
+            a[0].grad = torch.ones(3, device=DEV); b[0].grad = torch.ones(3, device=DEV); oa.step(); ob.step()
+        assert oa.last_paths == ['foreach'] and not oa._step_supports_amp_scaling
+        torch.testing.assert_close(a[0], b[0])
 
 def test_fused_by_default_hook():
     "The engine's hook: an optimizer with a fused path but `fused_by_default` False takes it only when asked"
