@@ -67,13 +67,17 @@ def make_params(shapes, device, seed=0):
     return ps
 
 def copy_bandwidth(numel, device, repeats):
-    "Best bytes per second of `dst.copy_(src)` over float32 buffers of `numel` numbers (2 words moved per number)"
-    src, dst = torch.randn(numel, device=device), torch.empty(numel, device=device)
-    sync, best = _sync(device), math.inf
+    "Best bytes per second of two streaming loops over float32 buffers of `numel` numbers: a copy (2 words per number) and a*x+y (3 words)"
+    a, b, c = (torch.randn(numel, device=device) for _ in range(3))
+    loops = [(lambda: c.copy_(a), 2), (lambda: torch.add(a, b, alpha=2., out=c), 3)]
+    sync, best = _sync(device), 0.
     for _ in range(repeats):
-        sync(); t0 = time.perf_counter(); dst.copy_(src); sync()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * 4 * numel / best
+        for run, words in loops:
+            sync(); t0 = time.perf_counter(); run(); sync()
+            best = max(best, words * 4 * numel / (time.perf_counter() - t0))
+    return best
+
+WARMUP = 6  # RAdam's first 5 steps are momentum only (rho_t <= 5): time the rectified steps that dominate training
 
 def _sync(device): return torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
 
@@ -82,7 +86,7 @@ def time_cases(makers, shapes, device, steps, repeats):
     sync, opts = _sync(device), {}
     for label, make in makers.items():
         opts[label] = make(make_params(shapes, device))
-        for _ in range(2): opts[label].step()  # state allocated, caches warm
+        for _ in range(WARMUP): opts[label].step()  # state allocated, caches warm, RAdam past its momentum-only steps
     runs, labels = {k: [] for k in opts}, list(opts)
     for r in range(repeats):
         for label in labels[r % len(labels):] + labels[:r % len(labels)]:
@@ -133,7 +137,7 @@ def main():
         shapes = SETS[set_name]()
         numel = sum(math.prod(s) for s in shapes)
         bw = copy_bandwidth(max(numel, 1 << 24), device, 2 * args.repeats)
-        print(f"\n## {set_name}: {len(shapes)} tensors, {numel / 1e6:.2f}M numbers; best copy bandwidth {bw / 1e9:.1f} GB/s")
+        print(f"\n## {set_name}: {len(shapes)} tensors, {numel / 1e6:.2f}M numbers; best streaming bandwidth {bw / 1e9:.1f} GB/s")
         head = ['optimizer', 'reference', 'ref ms'] + COLUMNS + ['best / bound', 'noise']
         print('| ' + ' | '.join(head) + ' |' if args.markdown else '  '.join(f"{h:>14s}" for h in head))
         if args.markdown: print('|' + '---|' * len(head))
