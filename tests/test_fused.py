@@ -83,6 +83,8 @@ def test_default_paths():
     for cls in (SGD, SGDW, Adam, AdamW, RMSprop, RMSpropW, RAdam): assert path(cls(w)) == ['fused'], cls
     assert path(Adam(w, foreach=True)) == ['foreach'] and path(Adam(w, fused=False)) == ['foreach'] and path(Adam(w, foreach=False)) == ['tensor']
     assert path(RMSprop(w, momentum=0.9)) == ['foreach'] and path(RMSprop(w, centered=True, fused=True)) == ['foreach']
+    assert path(Adam(w, capturable=True)) == ['foreach'] and path(Adam(w, lr=torch.tensor(0.01))) == ['tensor'] and path(Adam(w, capturable=True, fused=True)) == ['fused']
+    assert path(RAdam(w, capturable=True, fused=True)) == ['foreach']  # its r_t is computed on the host
     assert path(optbook.LARS(w, weight_decay=1e-4)) == ['fused']
     assert path(Adam([{'params': w, 'fused': False}, {'params': [nn.Parameter(torch.ones(2, device=DEV))]}])) == ['foreach']  # the second group has no grad
     assert Adam(w)._step_supports_amp_scaling and not Adam(w, fused=False)._step_supports_amp_scaling and not hasattr(RMSprop, '_step_supports_amp_scaling')
@@ -126,7 +128,7 @@ def test_same_numbers_as_torch_fused(ours, theirs, kw):
     gen = torch.Generator().manual_seed(1)
     a = [nn.Parameter(torch.randn(s, generator=gen).to(DEV)) for s in SHAPES]
     b = [nn.Parameter(p.detach().clone()) for p in a]
-    oa, ob = ours(a, **kw | dict(lr=torch.tensor(kw['lr']))), theirs(b, **kw | dict(lr=torch.tensor(kw['lr'])), fused=True)
+    oa, ob = ours(a, **kw | dict(lr=torch.tensor(kw['lr'])), fused=True), theirs(b, **kw | dict(lr=torch.tensor(kw['lr'])), fused=True)
     for t in range(20):
         for x, y in zip(a, b): x.grad = torch.randn(x.shape, generator=gen).to(DEV); y.grad = x.grad.clone()
         oa.param_groups[0]['lr'].fill_(kw['lr'] * (1 + math.sin(t)) / 2); ob.param_groups[0]['lr'].fill_(kw['lr'] * (1 + math.sin(t)) / 2)
@@ -194,7 +196,7 @@ def test_compile_once(cls, kw):
     from torch._dynamo.testing import CompileCounter  # a backend that counts graphs and runs them eagerly: seconds, not inductor's minutes
     torch._dynamo.reset(); torch._dynamo.utils.counters.clear()
     ps = [nn.Parameter(torch.randn(4, 3, device=DEV)), nn.Parameter(torch.randn(3, device=DEV))]
-    opt, counter = cls(ps, lr=torch.tensor(0.01), **kw), CompileCounter()
+    opt, counter = cls(ps, lr=torch.tensor(0.01), **kw, fused=True), CompileCounter()  # a Tensor lr: the default is foreach, ask for the kernel
     step, frames = torch.compile(opt.step, backend=counter), []
     for t in range(6):
         for p in ps: p.grad = torch.randn_like(p)
@@ -211,7 +213,7 @@ def test_capturable_step_in_a_cuda_graph(cls, kw):
     ps = [nn.Parameter(torch.randn(64, 32, device='cuda', generator=gen)), nn.Parameter(torch.randn(32, device='cuda', generator=gen))]
     qs = [nn.Parameter(p.detach().clone()) for p in ps]
     kw = kw | dict(lr=kw['lr'].cuda())
-    opt, ref = cls(ps, **kw, capturable=True), cls(qs, **kw | dict(lr=kw['lr'].clone()), capturable=True)
+    opt, ref = cls(ps, **kw, capturable=True, fused=True), cls(qs, **kw | dict(lr=kw['lr'].clone()), capturable=True, fused=True)
     for p, q in zip(ps, qs): p.grad = torch.randn(p.shape, device='cuda', generator=gen); q.grad = p.grad.clone()
     s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):

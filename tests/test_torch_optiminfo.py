@@ -87,13 +87,29 @@ def test_torch_config_same_numbers(name, inp, dtype, complex_, torch_capturable_
     for foreach in _paths(name, inp.kwargs):
         ours = _params(dtype, complex_)
         opt = _run(lambda ps: OURS[name](ps, **copy.deepcopy(kw), foreach=foreach), ours, 12, 1, dtype)
-        assert set(opt.last_paths) <= {'tensor', 'foreach'} and len(set(opt.last_paths)) == 1, opt.last_paths
+        assert set(opt.last_paths) <= {'tensor', 'foreach', 'fused'} and len(set(opt.last_paths)) == 1, opt.last_paths
         if foreach is False: assert opt.last_paths == ['tensor']
         if foreach: assert opt.last_paths == ['foreach']
+        path = opt.last_paths[0]  # chapter 11's fused path (the default where its kernels apply) is checked against torch's multi-tensor path where torch accepts the configuration there
+        ref_foreach = path == 'foreach' or (path == 'fused' and not (_tensor_hyper(kw) and not kw.get('capturable') and name != 'SGD'))
         ref = _params(dtype, complex_)
-        _run(lambda ps: getattr(torch.optim, name)(ps, **copy.deepcopy(kw), foreach=opt.last_paths[0] == 'foreach'), ref, 12, 1, dtype)
+        _run(lambda ps: getattr(torch.optim, name)(ps, **copy.deepcopy(kw), foreach=ref_foreach), ref, 12, 1, dtype)
         err = _worst(ours, ref)
-        assert err <= tol, f"{name} {inp.desc} foreach={foreach} ({opt.last_paths[0]} path): relative difference {err:.2e} > {tol:g}"
+        assert err <= tol, f"{name} {inp.desc} foreach={foreach} ({path} path): relative difference {err:.2e} > {tol:g}"
+
+FUSED_CASES = [(n, i) for n, i in CASES if n in ('SGD', 'Adam', 'AdamW')]
+
+@pytest.mark.parametrize('name,inp', FUSED_CASES, ids=[f'{n}-{i.desc}' for n, i in FUSED_CASES])
+def test_torch_config_fused_same_numbers(name, inp):
+    "optbook's fused=True against torch's fused=True on every configuration torch's fused kernel accepts: the same kernel, equal to 1e-12 in float64"
+    kw = {k: v for k, v in inp.kwargs.items() if k not in ('foreach', 'fused')}
+    ref = _params(torch.float64)
+    try: _run(lambda ps: getattr(torch.optim, name)(ps, **copy.deepcopy(kw), fused=True), ref, 12, 1, torch.float64)
+    except (RuntimeError, ValueError) as e: pytest.skip(f"torch's fused path refuses it: {e}")
+    ours = _params(torch.float64)
+    opt = _run(lambda ps: OURS[name](ps, **copy.deepcopy(kw), fused=True), ours, 12, 1, torch.float64)
+    assert opt.last_paths == ['fused']
+    assert _worst(ours, ref) <= 1e-12
 
 ERRORS = [(n, e) for n in OURS for e in INFOS[n].optim_error_inputs_func(device='cpu', dtype=torch.float64)]
 
