@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['FUSED_DEVICES', 'kernel_ready', 'amp_args', 'fused_decay_', 'sgd_kernel', 'sgd_fused', 'adam_kernel', 'adam_fused',
-           'rmsprop_kernel_applies', 'rmsprop_fused', 'radam_fused', 'lars_fused', 'plain', 'register_fused']
+           'rmsprop_kernel_applies', 'rmsprop_fused', 'radam_fused', 'lars_fused', 'register_fused']
 
 # %% ../nbs/11_speed.ipynb #221d663d
 import math
@@ -180,8 +180,8 @@ def lars_fused(opt, group, params):
         sgd_kernel(opt, ps, ds, states, group['lr'], group['momentum'], group['dampening'], group['nesterov'], False, 0.)
     _keep(opt, params, seen)
 
-# %% ../nbs/11_speed.ipynb #9b2ce5a0
-def plain(group) -> bool:
+# %% ../nbs/11_speed.ipynb #0d8c3ba4
+def _plain(group) -> bool:
     "No capturable counters and no Tensor hyper-parameters: where the readable path computes in double, as the kernels do (else it computes in the tensors' precision)"
     return not group['capturable'] and not any(isinstance(v, Tensor) or (isinstance(v, tuple) and any(isinstance(x, Tensor) for x in v)) for k, v in group.items() if k != 'params')
 
@@ -194,7 +194,7 @@ def register_fused(cls, step, steppers, default=lambda opt, group: True, amp=Fal
             return opt._step_foreach(group, params) if opt.has_foreach else opt._step_tensor(group, params)
         return step(opt, group, params)
     cls.fused_step = fused_step
-    cls.fused_by_default = lambda opt, group: opt.steppers == steppers and kernel_ready(group) and plain(group) and default(opt, group)
+    cls.fused_by_default = lambda opt, group: opt.steppers == steppers and kernel_ready(group) and _plain(group) and default(opt, group)
     if amp:  # GradScaler then hands the scale to the step and does not unscale: only right when every group takes the kernel
         cls._step_supports_amp_scaling = property(lambda opt: opt.steppers == steppers and all(opt.choose_path(g) == 'fused' for g in opt.param_groups))
 
