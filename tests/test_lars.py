@@ -352,3 +352,15 @@ PAIRS_LR['LAMB'] = LAMB_KW['lr']
 
 def test_top_level_lamb():
     assert optbook.LAMB is LAMB
+
+# --- the large-batch experiment's machinery (the claims are asserted in the chapter's slow cells) ---
+
+def test_large_batch_experiment_is_registered_and_runs_a_step():
+    import optbook.experiments as ex
+    assert 'large-batch' in ex.EXPERIMENTS and ex.EXPERIMENTS['large-batch'].minutes
+    assert ex.lb_lr(0.05, 'linear', 4000) == 2. and ex.lb_lr(0.05, 'sqrt', 1600) == pytest.approx(0.2)
+    rec = ex._LBTrustRatios()
+    make, base, rule = ex.LB_METHODS['LARS']
+    acc = ex._lb_run(make, ex.lb_lr(base, rule, 4000), 4000, 1, 0, [rec])  # one epoch at full batch: one step
+    assert 0 <= acc <= 1 and set(rec.ratios) == {n for n, _ in optbook.mnist1d_cnn().named_parameters()}
+    assert all(len(r) == 1 and r[0] > 0 for r in rec.ratios.values())
