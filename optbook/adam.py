@@ -118,7 +118,7 @@ adam_step.reads_direction = False  # it reads the moments, not g: the engine fre
 # %% ../nbs/05_adam.ipynb #28351d14
 adam_steppers = [maximize, count_step, adam_weight_decay, ema_grad, ema_sq_grad, adam_step]
 
-class Adam(Optimizer):
+class Adam(Optimizer, steppers=adam_steppers):
     "Adam (Kingma & Ba, 2015), equal to `torch.optim.Adam`: its arguments, defaults, state names and numbers"
     def __init__(self, params,
                  lr:float=1e-3, # learning rate $\eta$

@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['IMPLEMENTATION', 'DEFAULT_TRANSFORMS', 'raises', 'patch_to', 'default_device', 'Interval', 'Flag', 'Pair', 'Hyper',
            'Maybe', 'OneOf', 'Stepper', 'stepper', 'descend', 'maximize', 'count_step', 'near_miss', 'GradTransform',
-           'grad_transform', 'register_transform', 'Optimizer', 'max_divergence']
+           'grad_transform', 'register_transform', 'Optimizer', 'param_notes', 'optimizer_doc', 'max_divergence']
 
 # %% ../nbs/00_core.ipynb #61553d63
-import math, numbers, functools
+import math, numbers, functools, inspect, io, textwrap, tokenize
 import torch
 from torch import Tensor, nn
 
@@ -348,10 +348,13 @@ def _step_tensor(self, group, params):
         q, state = _real_view(p, self.state[p])
         g = q.grad
         for i, (s, kw) in enumerate(zip(self.steppers, kwargs)):
-            if i > self._last_reader: g = None
-            out = s(q, g, state, **kw)
-            if out is not None: g = out
+            if i > self._last_reader: g = None  # no name keeps the direction alive after its last reader
+            g = _next(s(q, g, state, **kw), g)
         _keep_state(self, p, state)
+
+def _next(out, g):
+    "The direction after a stepper: what it returned, or the one it was given when it returned None"
+    return g if out is None else out
 
 # %% ../nbs/00_core.ipynb #b0b5a454
 @patch_to(Optimizer)
@@ -363,8 +366,7 @@ def _step_foreach(self, group, params):
         gs = [q.grad for q in ps]
         for i, (s, kw) in enumerate(zip(self.steppers, kwargs)):
             if i > self._last_reader: gs = None  # as torch.optim frees its gradient copies before the update
-            out = s.foreach_fn(ps, gs, states, **kw)
-            if out is not None: gs = out
+            gs = _next(s.foreach_fn(ps, gs, states, **kw), gs)
     for p, (_, state) in zip(params, seen): _keep_state(self, p, state)
 
 def _by_device_dtype_pairs(seen):
@@ -421,6 +423,39 @@ def _transform(self, todo):
     "Run the whole-optimizer transforms over every gradient; True when one asks to skip this step"
     params, first = [p for _, ps in todo for p in ps], self.param_groups[0]
     return any(t(self, params, [p.grad for p in params], **{k: first[k] for k in t.hypers}) for t in self.transforms)
+
+# %% ../nbs/00_core.ipynb #68ed2e57
+def param_notes(fn) -> dict:
+    "The `# note` written beside each parameter of `fn`'s signature (nbdev's docments), read from its source; {} without source"
+    try: src = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError): return {}
+    names, notes, depth, last, prev, ended = set(inspect.signature(fn).parameters), {}, 0, None, None, False
+    for t in tokenize.generate_tokens(io.StringIO(src).readline):
+        if t.type == tokenize.OP and t.string in '([{': depth += 1
+        elif t.type == tokenize.OP and t.string in ')]}': depth -= 1
+        elif t.type == tokenize.OP and t.string == ':' and depth == 0: ended = True  # a note may still follow on this line
+        elif t.type == tokenize.NAME and depth == 1 and t.string in names and prev in ('(', ',', '*', '**'): last = t.string
+        elif t.type == tokenize.COMMENT and last in names: notes.setdefault(last, t.string.lstrip('#').strip())
+        elif t.type == tokenize.NEWLINE and ended: break
+        if t.type not in (tokenize.NL, tokenize.COMMENT): prev = t.string
+    return notes
+
+# %% ../nbs/00_core.ipynb #10816e7b
+def optimizer_doc(cls, steppers) -> str:
+    "`cls`'s docstring: its summary, the update rule (each stepper's equation, in order) and its arguments with their notes"
+    summary = (cls.__doc__ or cls.__name__).strip().split('\n\n')[0]
+    rule = [f"  {i}. {s.__name__}: {(s.__doc__ or '').strip()}" for i, s in enumerate(steppers, 1)]
+    notes, params = {'params': 'the parameters, or a list of parameter-group dicts'} | param_notes(cls.__init__), list(inspect.signature(cls.__init__).parameters.values())[1:]
+    args = [f"  {p.name}{'' if p.default is p.empty or p.kind == p.VAR_KEYWORD else f'={p.default!r}'}: {notes.get(p.name, '')}".rstrip(': ')
+            for p in params]
+    return '\n'.join([summary, '', 'Update rule, applied to each parameter with a gradient:', *rule, '', 'Arguments:', *args])
+
+@patch_to(Optimizer)
+@classmethod
+def __init_subclass__(cls, steppers=None, **kwargs):
+    "A class that names its `steppers` gets a docstring `help()` can show (see `optimizer_doc`)"
+    super(Optimizer, cls).__init_subclass__(**kwargs)
+    if steppers is not None: cls.__doc__ = optimizer_doc(cls, steppers)
 
 # %% ../nbs/00_core.ipynb #2b382da3
 def max_divergence(make_a, make_b, steps:int=100, groups:list|None=None, shapes=((4, 3), (3,), (2, 2, 2), (1,)),

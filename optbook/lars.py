@@ -85,7 +85,7 @@ def _lars_adapt(ps, gs, states, lr, weight_decay, trust_coeff, eps, trust_clip, 
 # %% ../nbs/09_lars.ipynb #621dbba1
 lars_steppers = [lars_adapt, heavy_ball, descend]
 
-class LARS(Optimizer):
+class LARS(Optimizer, steppers=lars_steppers):
     "LARS (You, Gitman & Ginsburg, 2017) with LARC clipping: `timm.optim.Lars`'s arguments, defaults, state and results"
     def __init__(self, params, # parameters, or a list of parameter-group dicts
                  lr:float=1.0, # global learning rate $\gamma$
@@ -203,7 +203,7 @@ lamb_steppers = [lamb_ema_grad, ema_sq_grad, lamb_direction, l2_decay, lamb_adap
 _TIMM_ONLY = {'caution': False, 'decoupled_decay': False, 'corrected_weight_decay': False}  # timm's Lamb options this class does not have
 
 # %% ../nbs/09_lars.ipynb #f5b90dbf
-class LAMB(Optimizer):
+class LAMB(Optimizer, steppers=lamb_steppers):
     "LAMB (You et al., 2019): Adam's update rescaled per tensor by $\\|w\\|/\\|u\\|$; `timm.optim.Lamb`'s arguments, defaults and results"
     def __init__(self, params, # parameters, or a list of parameter-group dicts
                  lr:float=1e-3, # learning rate $\gamma$

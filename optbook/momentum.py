@@ -62,7 +62,7 @@ def _heavy_ball(ps, gs, states, momentum, dampening, nesterov):
 # %% ../nbs/03_momentum.ipynb #52c6c5fb
 _sgd_steppers = (maximize, l2_decay, heavy_ball, descend)
 
-class SGD(Optimizer):
+class SGD(Optimizer, steppers=_sgd_steppers):
     "Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay: `torch.optim.SGD`'s arguments, state and results"
     foreach_tensor_hypers = True  # its multi-tensor steppers take a Tensor lr, as torch's do
     def __init__(self, params, # parameters, or a list of parameter-group dicts

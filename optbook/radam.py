@@ -211,7 +211,7 @@ radam_step_skip = rectified_step(5., 'none')       # the authors' code, degenera
 # %% ../nbs/10_radam.ipynb #68bbd275
 radam_steppers = [maximize, count_step, adam_weight_decay, ema_grad, ema_sq_grad, radam_step]
 
-class RAdam(Optimizer):
+class RAdam(Optimizer, steppers=radam_steppers):
     "Rectified Adam (Liu et al., 2020), equal to `torch.optim.RAdam`: its arguments, defaults, state names and numbers"
     def __init__(self, params,
                  lr:float=1e-3, # learning rate $\eta$

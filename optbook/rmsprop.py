@@ -73,7 +73,7 @@ def _rmsprop_step(ps, gs, states, lr, eps, momentum, centered):
 # %% ../nbs/04_rmsprop.ipynb #2ac3369e
 rmsprop_steppers = [maximize, count_step, l2_decay, rms_square_avg, rms_grad_avg, rmsprop_step]
 
-class RMSprop(Optimizer):
+class RMSprop(Optimizer, steppers=rmsprop_steppers):
     "RMSProp (Tieleman & Hinton, 2012), equal to `torch.optim.RMSprop`: its arguments, defaults, state names and numbers"
     def __init__(self, params,
                  lr:float=1e-2, # learning rate $\eta$

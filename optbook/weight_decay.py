@@ -29,7 +29,7 @@ def _decoupled_decay(ps, gs, states, lr, weight_decay):
 # %% ../nbs/06_weight_decay.ipynb #e8f4890a
 adamw_steppers = [maximize, count_step, decoupled_decay, ema_grad, ema_sq_grad, adam_step]
 
-class AdamW(Optimizer):
+class AdamW(Optimizer, steppers=adamw_steppers):
     "Adam with decoupled weight decay (Loshchilov & Hutter, 2019), equal to `torch.optim.AdamW`: arguments, defaults, state names and numbers"
     def __init__(self, params,
                  lr:float=1e-3, # learning rate $\eta$
@@ -67,7 +67,7 @@ from .rmsprop import rms_square_avg, rms_grad_avg, rmsprop_step
 
 rmspropw_steppers = [maximize, count_step, decoupled_decay, rms_square_avg, rms_grad_avg, rmsprop_step]  # RMSpropW passes its own lr default
 
-class RMSpropW(Optimizer):
+class RMSpropW(Optimizer, steppers=rmspropw_steppers):
     "RMSprop with decoupled weight decay: `torch.optim.RMSprop`'s arguments and defaults, the weights shrunk by `1 - lr*weight_decay` before each step"
     def __init__(self, params,
                  lr:float=1e-2, # learning rate $\eta$
@@ -90,7 +90,7 @@ from .momentum import SGD, heavy_ball
 
 sgdw_steppers = [maximize, decoupled_decay, heavy_ball, descend]
 
-class SGDW(SGD):
+class SGDW(SGD, steppers=sgdw_steppers):
     "SGD with momentum and decoupled weight decay (Loshchilov & Hutter's SGDW): `torch.optim.SGD`'s arguments, the weights shrunk by `1 - lr*weight_decay` before each step"
     def __init__(self, params, # parameters, or a list of parameter-group dicts
                  lr:float=1e-3, # learning rate $\eta$
