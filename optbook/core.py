@@ -260,6 +260,7 @@ class Optimizer(torch.optim.Optimizer):
         defaults = {k: h.default for k, h in self.hypers.items()} | {k: _to_scalar(v) for k, v in hypers.items()}
         self._check(defaults)
         super().__init__(params, defaults)
+        self.last_paths = []
 
     @functools.cached_property
     def _last_reader(self):
@@ -319,7 +320,7 @@ def load_state_dict(self, state_dict):
         self._check(group)
 
 @patch_to(Optimizer)
-def __getstate__(self): return super(Optimizer, self).__getstate__() | {k: self.__dict__[k] for k in ('steppers', 'transforms', 'hypers')}  # torch keeps only its own keys
+def __getstate__(self): return super(Optimizer, self).__getstate__() | {k: self.__dict__[k] for k in ('steppers', 'transforms', 'hypers', 'last_paths')}  # torch keeps only its own keys
 
 # %% ../nbs/00_core.ipynb #d843dc0b
 def _real_view(p, state):
@@ -408,7 +409,7 @@ def step(self, closure=None):
         for p in params:
             if p.grad.is_sparse: raise RuntimeError(f"{type(self).__name__} does not support sparse gradients (parameter of shape {tuple(p.shape)}); use dense gradients, e.g. nn.Embedding(sparse=False)")
     if self.transforms and self._transform(todo): return loss
-    self.last_paths = []  # which path each group took: what the tests check
+    self.last_paths.clear()  # which path each group took: what the tests check (filled in place: torch.compile keeps that)
     for group, params in todo:
         if not params: continue
         path = self.choose_path(group, params)
