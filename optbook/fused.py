@@ -196,7 +196,12 @@ def register_fused(cls, step, steppers, default=lambda opt, group: True, amp=Fal
     cls.fused_step = fused_step
     cls.fused_by_default = lambda opt, group: opt.steppers == steppers and kernel_ready(group) and _plain(group) and default(opt, group)
     if amp:  # GradScaler then hands the scale to the step and does not unscale: only right when every group takes the kernel
-        cls._step_supports_amp_scaling = property(lambda opt: opt.steppers == steppers and all(opt.choose_path(g) == 'fused' for g in opt.param_groups))
+        cls._step_supports_amp_scaling = property(lambda opt: opt.steppers == steppers and not _transforms_on(opt) and all(opt.choose_path(g) == 'fused' for g in opt.param_groups))
+
+def _transforms_on(opt) -> bool:
+    "Is a whole-optimizer transform switched on (`max_grad_norm`, chapter 08)? It must see unscaled gradients, so GradScaler has to unscale first"
+    first = opt.param_groups[0]
+    return any(first.get(k, h.default) != h.default for t in opt.transforms for k, h in t.hypers.items())
 
 register_fused(SGD, sgd_fused, _sgd_steppers, amp=True)
 register_fused(SGDW, lambda opt, g, ps: sgd_fused(opt, g, ps, decoupled=True), sgdw_steppers, amp=True)

@@ -182,6 +182,15 @@ def test_grad_scaler_consumes_scale_and_found_inf(ours, theirs):
     assert [b.item() for _, b in o.seen] == [1.]  # the step ran and the kernel skipped: no host-side decision
     if ours is not SGD: assert o.state[m.weight]['step'].item() == 0 and o.state[m.weight]['exp_avg'].abs().sum() == 0
 
+def test_grad_scaler_unscales_first_when_the_optimizer_clips():
+    "max_grad_norm (chapter 08) clips inside the step: it must see unscaled gradients, so the kernel does not get the scale"
+    grads = [torch.tensor([[0.5, -1., 2.]]), torch.tensor([0.25])]
+    m, o, s = _scaler_step(lambda ps: Adam(ps, lr=0.1, max_grad_norm=0.5), grads)
+    mt, _, _ = _scaler_step(lambda ps: Adam(ps, lr=0.1, fused=False, max_grad_norm=0.5), grads)
+    assert o.last_paths == ['fused'] and o.seen[0][0] is None  # no grad_scale handed over: already unscaled
+    assert not Adam([nn.Parameter(torch.zeros(1))], max_grad_norm=1.)._step_supports_amp_scaling
+    for a, b in zip(m.parameters(), mt.parameters()): torch.testing.assert_close(a, b)
+
 def test_grad_scaler_with_a_group_off_the_fused_path():
     "Then GradScaler unscales and decides on the host, as for any optimizer, and the numbers are still right"
     grads = [torch.tensor([[0.5, -1., 2.]]), torch.tensor([0.25])]
