@@ -386,8 +386,9 @@ def test_book_optimizer_transform_errors():
 
 def test_book_clip_equals_clipped_torch_under_gradscaler():
     "optbook.SGD(max_grad_norm=c) under GradScaler == clipped(torch.optim.SGD) under GradScaler == unscale_, clip, step"
+    # optbook on the foreach path: the same operations as torch.optim.SGD's default, so bitwise equal (its default is the fused kernel, chapter 11)
     models, opts, scalers = [], [], []
-    for make in (lambda ps: optbook.SGD(ps, lr=0.1, momentum=0.9, max_grad_norm=0.5), lambda ps: clipped(torch.optim.SGD)(ps, lr=0.1, momentum=0.9, max_grad_norm=0.5),
+    for make in (lambda ps: optbook.SGD(ps, lr=0.1, momentum=0.9, max_grad_norm=0.5, foreach=True), lambda ps: clipped(torch.optim.SGD)(ps, lr=0.1, momentum=0.9, max_grad_norm=0.5),
                  lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9)):
         torch.manual_seed(0)
         m = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1))
