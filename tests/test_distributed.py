@@ -15,7 +15,8 @@ import optbook
 from optbook.distributed import optimizer_classes, make_optimizer, local_part, save_checkpoint, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-WORLD, BS, STEPS, TIMEOUT = 2, 16, 6, 90  # 2 processes, global batch 16 (8 each), 6 steps; a scenario normally takes 3-10 s
+WORLD, BS, STEPS, TIMEOUT = 2, 16, 6, 300  # 2 processes, global batch 16 (8 each), 6 steps; the job takes ~30 s of CPU, and up to
+# 5 min of wall time on a 2-core machine shared at load 15 (measured), hence the bound that kills it
 MAX_NORM = 0.05  # in-optimizer clipping threshold: below the gradient norms of this problem (checked), so the clip acts
 
 # Tolerances (measured max |difference| from one process, in parameters of size <= 0.6, over 6 or 12 steps, in the note
@@ -267,26 +268,27 @@ def test_fsdp2_in_optimizer_clip_equals_one_process(fsdp, label, foreach):
     reason="no optimizer with per-tensor or global norms on main yet (LARS, LAMB: chapter 09; max_grad_norm=: chapter 08)"))])
 def test_fsdp2_norms_span_the_whole_tensor_not_the_shard(fsdp, label, foreach):
     test_fsdp2_dtensor_shards_equal_one_process(fsdp, label, foreach)
-    # the check can fail: the same optimizer fed the shards as separate tensors (what to_local() would give) ends elsewhere
+    # the check can fail: one optimizer per process over that process's shards only (what stepping `to_local()` amounts to)
+    # ends elsewhere, since its per-tensor and global norms are the shards'
     name, kw = ALL[label]
     model = make_model()
-    shards = [torch.nn.Parameter(s.clone()) for p in model.parameters() for s in p.detach().chunk(WORLD)]  # fully_shard's split
-    for p in model.parameters(): p.requires_grad_(False)
-    opt = make_optimizer(name, shards, **kw)
+    shards = [[torch.nn.Parameter(s.clone()) for s in p.detach().chunk(WORLD)] for p in model.parameters()]  # fully_shard's split
+    opts = [make_optimizer(name, [sh[r] for sh in shards], **kw) for r in range(WORLD)]
+    names = [n for n, _ in model.named_parameters()]
     for x, y in batches():
-        opt.zero_grad()
-        params, it = [], iter(shards)
-        for p in model.parameters(): params.append(torch.cat([next(it) for _ in p.detach().chunk(WORLD)]))
-        out = torch.func.functional_call(model, dict(zip((n for n, _ in model.named_parameters()), params)), (x,))
-        F.cross_entropy(out, y).backward(); opt.step()
-    assert (torch.cat([s.detach().flatten() for s in shards]) - reference(label)).abs().max() > 50 * TOL[torch.float32]['atol']
+        for o in opts: o.zero_grad()
+        out = torch.func.functional_call(model, dict(zip(names, (torch.cat(sh) for sh in shards))), (x,))
+        F.cross_entropy(out, y).backward()
+        for o in opts: o.step()
+    naive = torch.cat([torch.cat(sh).detach().flatten() for sh in shards])
+    assert (naive - reference(label)).abs().max() > 50 * TOL[torch.float32]['atol']
 
 # ---------------------------------------------------------------- distributed checkpoint of an FSDP2 model and its optimizer
 def dcp_scenario(rank, out):
     from torch.distributed.device_mesh import init_device_mesh
     mesh = init_device_mesh('cpu', (WORLD,))
     res = {}
-    for label, (name, kw) in ALL.items():
+    for label, (name, kw) in CONFIGS.items():  # the clip changes no state to save
         def run():
             data, part = batches(steps=2 * STEPS), lambda t: local_part(t, rank, WORLD)
             model = _sharded(mesh)
