@@ -244,8 +244,11 @@ def step(self:LAMB, closure=None):
     loss = None
     if closure is not None:
         with torch.enable_grad(): loss = closure()
+    skipped = getattr(self, 'skipped_steps', 0)
     self._count_steps()
     Optimizer.step(self)
+    if getattr(self, 'skipped_steps', 0) > skipped:  # a transform refused the step (chapter 08's skip_nonfinite): it does not count
+        for group in self.param_groups: group['step'] -= 1
     return loss
 
 # %% ../nbs/09_lars.ipynb #a0f4c6f5

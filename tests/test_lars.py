@@ -364,3 +364,30 @@ def test_large_batch_experiment_is_registered_and_runs_a_step():
     acc = ex._lb_run(make, ex.lb_lr(base, rule, 4000), 4000, 1, 0, [rec])  # one epoch at full batch: one step
     assert 0 <= acc <= 1 and set(rec.ratios) == {n for n, _ in optbook.mnist1d_cnn().named_parameters()}
     assert all(len(r) == 1 and r[0] > 0 for r in rec.ratios.values())
+
+def test_lars_takes_chapter_08s_transform_keywords():
+    "max_grad_norm: torch's clip_grad_norm_ before timm's Lars step; skip_nonfinite: a NaN gradient leaves everything as it was"
+    gen = torch.Generator().manual_seed(0)
+    a = [nn.Parameter(torch.randn(4, 3, generator=gen, dtype=torch.float64)), nn.Parameter(torch.randn(3, generator=gen, dtype=torch.float64))]
+    b = [nn.Parameter(p.detach().clone()) for p in a]
+    kw = dict(lr=0.5, momentum=0.9, weight_decay=1e-3, trust_coeff=0.02, always_adapt=True)
+    oa, ob = LARS(a, max_grad_norm=0.5, **kw), timm_optim.Lars(b, **kw)
+    for _ in range(20):
+        gs = [torch.randn(p.shape, generator=gen, dtype=torch.float64) * 3 for p in a]
+        for p, q, g in zip(a, b, gs): p.grad, q.grad = g.clone(), g.clone()
+        torch.nn.utils.clip_grad_norm_(b, 0.5); oa.step(); ob.step()
+    _close([p.detach() for p in a], [q.detach() for q in b])
+    with pytest.raises(TypeError, match='max_grad_nrom'): LARS(a, max_grad_nrom=1.)  # no swallowed typos
+    o = LARS(a, skip_nonfinite=True, **kw); before = [p.detach().clone() for p in a]
+    for p in a: p.grad = torch.full_like(p, float('nan'))
+    o.step()
+    assert all(torch.equal(p, q) for p, q in zip(a, before)) and o.skipped_steps == 1
+
+def test_lamb_takes_skip_nonfinite_and_keeps_its_own_clip():
+    p = nn.Parameter(torch.tensor([3., 4.], dtype=torch.float64)); q = nn.Parameter(p.detach().clone())
+    oa, ob = LAMB([p], max_grad_norm=1.0, skip_nonfinite=True), timm_optim.Lamb([q], max_grad_norm=1.0)
+    for g in (torch.tensor([30., 40.]), torch.tensor([float('inf'), 1.]), torch.tensor([0.3, -0.4])):
+        p.grad = g.double().clone(); oa.step()
+        if torch.isfinite(g).all(): q.grad = g.double().clone(); ob.step()  # timm has no skip: step it only where ours steps
+    _close(p.detach(), q.detach())
+    assert oa.skipped_steps == 1
