@@ -60,7 +60,7 @@ def test_every_chapter_module_joins_the_top_level():
     import optbook
     top = set(optbook.__all__)
     for f in sorted((ROOT/'optbook').glob('*.py')):
-        if f.stem.startswith('_') or f.stem == 'experiments': continue  # experiments: the command line (python -m)
+        if f.stem.startswith('_') or f.stem in ('experiments', 'distributed'): continue  # command lines (python -m, torchrun -m): their main/train stay out of the top level
         mod = getattr(optbook, f.stem, None)
         assert isinstance(mod, types.ModuleType), f'optbook/__init__.py does not import optbook.{f.stem}: add `from .{f.stem} import *`'
         public = [n for n in mod.__all__ if isinstance(getattr(mod, n), (type, types.FunctionType))]
