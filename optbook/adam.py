@@ -15,11 +15,8 @@ from .sgd import l2_decay
 # %% ../nbs/05_adam.ipynb #be6422a2
 _betas = Hyper((0.9, 0.999), Pair(Interval(0., 1., hi_open=True)), 'decay rates of the averages of g and g**2')
 _lr = Hyper(1e-3, Interval(0.), 'learning rate')
-
-def _zeros(state, key, p):
-    "`state[key]`, created as zeros shaped like `p` on first use (torch.optim's lazy state)"
-    if key not in state: state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-    return state[key]
+_eps = Hyper(1e-8, Interval(0.), 'added to the denominator, outside the square root')
+from .rmsprop import _zeros  # chapter 04's lazy state: zeros shaped like p on first use
 
 # %% ../nbs/05_adam.ipynb #ba750063
 @stepper(lr=_lr, weight_decay=Hyper(0., Interval(0.), 'weight decay'),
@@ -84,7 +81,7 @@ def _adam_steps_on_device(ps, states, lr, betas, eps, amsgrad):
     torch._foreach_addcdiv_(ps, [s['exp_avg'] for s in states], denom)
 
 # %% ../nbs/05_adam.ipynb #17b7389b
-@stepper(lr=_lr, betas=_betas, eps=Hyper(1e-8, Interval(0.), 'added to the denominator, outside the square root'),
+@stepper(lr=_lr, betas=_betas, eps=_eps,
          amsgrad=Hyper(False, Flag(), 'divide by the running maximum of v (AMSGrad)'), capturable=IMPLEMENTATION['capturable'])
 def adam_step(p, g, state, lr, betas, eps, amsgrad, capturable=False):
     "$\\theta \\leftarrow \\theta - \\eta\\, \\hat m / (\\sqrt{\\hat v} + \\epsilon)$ with $\\hat m = m/(1-\\beta_1^t)$, $\\hat v = v/(1-\\beta_2^t)$"
@@ -149,7 +146,7 @@ def _adam_step_m_corrected(ps, gs, states, lr, betas, eps):
     for p, s in zip(ps, states): adam_step_m_corrected.fn(p, None, s, lr, betas, eps)
 
 # %% ../nbs/05_adam.ipynb #2c0d6d6e
-@stepper(lr=_lr, betas=_betas, eps=Hyper(1e-8, Interval(0.), 'added to the denominator, outside the square root'))
+@stepper(lr=_lr, betas=_betas, eps=_eps)
 def amsgrad_step_max_vhat(p, g, state, lr, betas, eps):
     "AMSGrad with the maximum over the bias-corrected $\\hat v_t$ (kept in `state['max_exp_avg_sq_hat']`) rather than over $v_t$"
     t = state['step'].item()

@@ -153,9 +153,7 @@ def _one_minus_pow(b, steps):
     return out
 
 # %% ../nbs/10_radam.ipynb #071b6908
-_betas = Hyper((0.9, 0.999), Pair(Interval(0., 1., hi_open=True)), 'decay rates of the averages of g and g**2')
-_lr = Hyper(1e-3, Interval(0.), 'learning rate')
-_eps = Hyper(1e-8, Interval(0.), 'added to the denominator, outside the square root')
+from .adam import _betas, _lr, _eps  # chapter 05's: the same names must accept the same values
 
 def _rect_scalar(rho_t, rho_inf):
     "torch.optim.RAdam's rectification term, as a Python float"

@@ -14,7 +14,7 @@ from .core import *
 from .adam import ema_grad, ema_sq_grad, adam_step, Adam
 
 # %% ../nbs/06_weight_decay.ipynb #083c9997
-_lr = Hyper(1e-3, Interval(0.), 'learning rate')
+from .adam import _lr  # chapter 05's
 _wd = Hyper(0., Interval(0.), 'weight decay')
 
 @stepper(lr=_lr, weight_decay=_wd)
