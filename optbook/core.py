@@ -381,7 +381,8 @@ def _by_device_dtype_pairs(seen):
 def choose_path(self, group, params=()) -> str:
     "The path a step of `group` takes: 'fused', 'foreach' or 'tensor', from its `fused`/`foreach` settings and the tensors at hand"
     if any(p.layout is not torch.strided for p in params): return 'tensor'
-    if self.fused_step is not None and (group['fused'] or (group['fused'] is None and group['foreach'] is None and self.fused_by_default(group))): return 'fused'
+    plain = all(type(p) in (Tensor, nn.Parameter) for p in params)  # torch's rule for default kernels: not a DTensor or another subclass
+    if self.fused_step is not None and (group['fused'] or (group['fused'] is None and group['foreach'] is None and plain and self.fused_by_default(group))): return 'fused'
     if group['foreach'] is False or not self.has_foreach: return 'tensor'
     if not group['capturable'] and not self.foreach_tensor_hypers and _has_tensor(group, self.hypers): return 'tensor'  # torch's rule
     return 'foreach'  # fused=True without a fused path here: the fastest path there is

@@ -307,12 +307,7 @@ def dcp_scenario(rank, out):
 @pytest.fixture(scope='module')
 def dcp(results): return results['dcp']
 
-_FUSED_SGD = ('SGD', 'SGDW', 'LARS')  # their default path (foreach=None) on CPU is chapter 11's torch._fused_sgd_
-_NO_DTENSOR_FUSED = pytest.mark.xfail(strict=True, reason="the default path picks torch._fused_sgd_ (chapter 11's fused_by_default), which has "
-    "no DTensor sharding strategy: 'NotImplementedError: Operator aten._fused_sgd_.default does not have a sharding strategy registered' "
-    "(see /work/notes/issue-14.md); foreach=False or True works under FSDP2")
-
-@pytest.mark.parametrize('label', [pytest.param(l, marks=_NO_DTENSOR_FUSED) if ALL[l][0] in _FUSED_SGD else l for l in CONFIGS])
+@pytest.mark.parametrize('label', CONFIGS)  # DTensor parameters never take a fused kernel by default (the engine's rule, as torch's)
 def test_distributed_checkpoint_resumes_identically(dcp, label):
     r = dcp[label]
     assert not isinstance(r, str), r

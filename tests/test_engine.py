@@ -25,11 +25,13 @@ def test_the_path_that_ran_is_the_path_recorded(foreach, expect):
     assert calls == ([expect] if expect == 'foreach' else ['tensor', 'tensor'])  # once per bucket, or once per tensor
 
 @pytest.mark.parametrize('cls', [optbook.SGD, optbook.RMSprop, optbook.Adam, optbook.AdamW, optbook.RAdam])
-def test_named_optimizers_take_the_multi_tensor_path_by_default(cls):
+def test_named_optimizers_take_the_fast_path_they_say(cls):
     "The foreach-equals-loop checks elsewhere compare two paths only if the fast one really runs: here it is proved"
     ps = [nn.Parameter(torch.randn(3, 2)), nn.Parameter(torch.randn(4))]
     for p in ps: p.grad = torch.randn_like(p)
     opt = cls(ps); opt.step()
+    assert opt.last_paths in (['foreach'], ['fused'])  # chapter 11 makes its fused path the default where it needs no compile step
+    opt = cls(ps, foreach=True); opt.step()
     assert opt.last_paths == ['foreach']
     opt = cls(ps, foreach=False); opt.step()
     assert opt.last_paths == ['tensor']
