@@ -62,13 +62,7 @@ def set_rng_state(st:dict):
     if 'numpy' in st: __import__('numpy').random.set_state(st['numpy'])
 
 # %% ../nbs/01c_learner.ipynb #28f72494
-def patch(f=None, *, cls_method:bool=False):
-    "Decorator: add `f` as a method to the class `self` is annotated with (fastcore's `patch`, without fastcore)"
-    if f is None: return functools.partial(patch, cls_method=cls_method)
-    cls = next(iter(f.__annotations__.values()))
-    f.__qualname__ = f'{cls.__name__}.{f.__name__}'
-    setattr(cls, f.__name__, classmethod(f) if cls_method else f)
-    return f
+from optbook.core import patch  # chapter 00's: one way to write a class over several cells
 
 # %% ../nbs/01c_learner.ipynb #4a00b35f
 def _first_mom(group):

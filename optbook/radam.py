@@ -161,6 +161,35 @@ def _rect_scalar(rho_t, rho_inf):
 
 def _rho_scalar(t, beta2): return rho_inf(beta2) - 2 * t * (beta2 ** t) / (1 - beta2 ** t)
 
+def _radam_update(p, state, lr, betas, eps, threshold, below):
+    "RAdam's update of one tensor, as torch's single-tensor step: rectified once rho_t > `threshold`, else momentum (or nothing)"
+    t = state['step'].item()  # a CPU tensor, as in torch.optim: no device sync
+    beta1, beta2 = betas
+    rho_t = _rho_scalar(t, beta2)
+    m_hat = state['exp_avg'] / (1 - beta1 ** t)
+    if rho_t > threshold:
+        adaptive = (1 - beta2 ** t) ** 0.5 / state['exp_avg_sq'].sqrt().add_(eps)
+        p.add_(m_hat * lr * adaptive * _rect_scalar(rho_t, rho_inf(beta2)), alpha=-1.)
+    elif below == 'momentum': p.add_(m_hat * lr, alpha=-1.)
+
+# %% ../nbs/10_radam.ipynb #87c24c24
+def _radam_updates(ps, states, lr, betas, eps, threshold, below):
+    "The same over lists: one multi-tensor call for the rectified tensors, one for those still below the threshold"
+    beta1, beta2 = betas
+    ts = [s['step'].item() for s in states]  # per tensor: a tensor that skipped steps is behind its neighbours
+    rhos = [_rho_scalar(t, beta2) for t in ts]
+    ada = [i for i, r in enumerate(rhos) if r > threshold]
+    mom = [i for i, r in enumerate(rhos) if r <= threshold] if below == 'momentum' else []
+    if ada:
+        denom = torch._foreach_sqrt([states[i]['exp_avg_sq'] for i in ada])
+        torch._foreach_add_(denom, eps)
+        sizes = [-lr * _rect_scalar(rhos[i], rho_inf(beta2)) * (1 - beta2 ** ts[i]) ** 0.5 / (1 - beta1 ** ts[i]) for i in ada]
+        torch._foreach_addcdiv_([ps[i] for i in ada], [states[i]['exp_avg'] for i in ada], denom, sizes)
+    if mom:
+        steps = torch._foreach_mul([states[i]['exp_avg'] for i in mom], [-lr / (1 - beta1 ** ts[i]) for i in mom])
+        torch._foreach_add_([ps[i] for i in mom], steps)
+
+# %% ../nbs/10_radam.ipynb #ab559a50
 def rectified_step(threshold:float=5., # adapt once $\rho_t$ > threshold (torch: 5, the paper: 4)
                    below:str='momentum'): # below the threshold: 'momentum' (a bias-corrected momentum step) or 'none' (no update)
     "A stepper for RAdam's update: rectified adaptive step once $\\rho_t >$ `threshold`, else a momentum step or nothing"
@@ -170,33 +199,10 @@ def rectified_step(threshold:float=5., # adapt once $\rho_t$ > threshold (torch:
     @stepper(lr=_lr, betas=_betas, eps=_eps, capturable=IMPLEMENTATION['capturable'])
     def radam_step(p, g, state, lr, betas, eps, capturable=False):
         "$\\theta \\leftarrow \\theta - \\eta\\, r_t \\hat m_t \\sqrt{1-\\beta_2^t}/(\\sqrt{v_t}+\\epsilon)$ once $\\rho_t >$ threshold"
-        if capturable: return _radam_on_device(p, state, lr, betas, eps, threshold, below)
-        t = state['step'].item()  # a CPU tensor, as in torch.optim: no device sync
-        beta1, beta2 = betas
-        rho_t = _rho_scalar(t, beta2)
-        m_hat = state['exp_avg'] / (1 - beta1 ** t)
-        if rho_t > threshold:
-            adaptive = (1 - beta2 ** t) ** 0.5 / state['exp_avg_sq'].sqrt().add_(eps)
-            p.add_(m_hat * lr * adaptive * _rect_scalar(rho_t, rho_inf(beta2)), alpha=-1.)
-        elif below == 'momentum': p.add_(m_hat * lr, alpha=-1.)
-
+        (_radam_on_device if capturable else _radam_update)(p, state, lr, betas, eps, threshold, below)
     @radam_step.foreach
     def _radam_step(ps, gs, states, lr, betas, eps, capturable=False):
-        if capturable: return _radam_steps_on_device(ps, states, lr, betas, eps, threshold, below)
-        beta1, beta2 = betas
-        ts = [s['step'].item() for s in states]  # per tensor: a tensor that skipped steps is behind its neighbours
-        rhos = [_rho_scalar(t, beta2) for t in ts]
-        ada = [i for i, r in enumerate(rhos) if r > threshold]
-        mom = [i for i, r in enumerate(rhos) if r <= threshold] if below == 'momentum' else []
-        if ada:
-            denom = torch._foreach_sqrt([states[i]['exp_avg_sq'] for i in ada])
-            torch._foreach_add_(denom, eps)
-            sizes = [-lr * _rect_scalar(rhos[i], rho_inf(beta2)) * (1 - beta2 ** ts[i]) ** 0.5 / (1 - beta1 ** ts[i]) for i in ada]
-            torch._foreach_addcdiv_([ps[i] for i in ada], [states[i]['exp_avg'] for i in ada], denom, sizes)
-        if mom:
-            steps = torch._foreach_mul([states[i]['exp_avg'] for i in mom], [-lr / (1 - beta1 ** ts[i]) for i in mom])
-            torch._foreach_add_([ps[i] for i in mom], steps)
-
+        (_radam_steps_on_device if capturable else _radam_updates)(ps, states, lr, betas, eps, threshold, below)
     radam_step.__name__ = radam_step.__qualname__ = f"radam_step_{threshold:g}_{below}"
     radam_step.threshold, radam_step.below = threshold, below
     radam_step.made_by = (rectified_step, (threshold, below))  # pickles by its recipe: the closure has no module-level name
