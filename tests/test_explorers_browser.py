@@ -1,8 +1,8 @@
 "The trajectory and schedule explorers in a real browser: Voila serves them, headless Chromium (Debian's) moves a slider, the figure changes."
-import json, os, subprocess, sys
+import os
 from pathlib import Path
 import pytest
-from test_widgets_browser import CHROMIUM, CHROMIUM_ARGS, free_port, wait_port  # the variance explorer's plumbing
+from test_widgets_browser import CHROMIUM, CHROMIUM_ARGS, voila_serving  # the variance explorer's plumbing
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: apt-get install chromium")]
@@ -15,23 +15,7 @@ NOTEBOOK = {
 
 @pytest.fixture(scope='module')
 def voila_url(tmp_path_factory):
-    voila = Path(sys.executable).with_name('voila')
-    if not voila.exists(): pytest.skip(f"voila is not installed next to {sys.executable}")
-    tmp = tmp_path_factory.mktemp('explorers')
-    (tmp / 'explorers.ipynb').write_text(json.dumps(NOTEBOOK))
-    port = free_port()
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(Path(__file__).parents[1]))
-    log = open(tmp / 'voila.log', 'w')
-    proc = subprocess.Popen([str(voila), 'explorers.ipynb', f'--port={port}', '--no-browser', '--Voila.ip=127.0.0.1',
-                             '--VoilaConfiguration.show_tracebacks=True'], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_port(port, proc, timeout=30)
-        yield f'http://127.0.0.1:{port}/'
-    finally:
-        proc.terminate()
-        try: proc.wait(10)
-        except subprocess.TimeoutExpired: proc.kill()
-        log.close()
+    with voila_serving(tmp_path_factory.mktemp('explorers'), 'explorers.ipynb', NOTEBOOK) as url: yield url
 
 @pytest.fixture
 def page(voila_url):

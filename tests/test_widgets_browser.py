@@ -1,5 +1,6 @@
 "The variance explorer in a real browser: Voila serves it, headless Chromium (Debian's) moves a slider, the figure changes."
 import json, os, socket, subprocess, sys, time
+from contextlib import contextmanager
 from pathlib import Path
 import pytest
 
@@ -30,16 +31,17 @@ def wait_port(port, proc, timeout):
         except OSError: time.sleep(0.3)
     raise TimeoutError(f"voila did not listen on port {port} within {timeout}s")
 
-@pytest.fixture
-def voila_url(tmp_path):
+@contextmanager
+def voila_serving(folder, name, notebook):
+    "Voila serving `notebook` (a dict) as `folder/name` on a free local port: yields its URL, stops the server afterwards"
     voila = Path(sys.executable).with_name('voila')
     if not voila.exists(): pytest.skip(f"voila is not installed next to {sys.executable}")
-    (tmp_path / 'explorer.ipynb').write_text(json.dumps(NOTEBOOK))
+    (folder / name).write_text(json.dumps(notebook))
     port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(Path(__file__).parents[1]))
-    log = open(tmp_path / 'voila.log', 'w')
-    proc = subprocess.Popen([str(voila), 'explorer.ipynb', f'--port={port}', '--no-browser', '--Voila.ip=127.0.0.1',
-                             '--VoilaConfiguration.show_tracebacks=True'], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = open(folder / 'voila.log', 'w')
+    proc = subprocess.Popen([str(voila), name, f'--port={port}', '--no-browser', '--Voila.ip=127.0.0.1',
+                             '--VoilaConfiguration.show_tracebacks=True'], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_port(port, proc, timeout=30)
         yield f'http://127.0.0.1:{port}/'
@@ -48,6 +50,10 @@ def voila_url(tmp_path):
         try: proc.wait(10)
         except subprocess.TimeoutExpired: proc.kill()
         log.close()
+
+@pytest.fixture
+def voila_url(tmp_path):
+    with voila_serving(tmp_path, 'explorer.ipynb', NOTEBOOK) as url: yield url
 
 def test_slider_changes_the_figure(voila_url):
     os.environ.setdefault('PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD', '1')  # never download a browser: Debian's chromium is used
