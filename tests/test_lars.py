@@ -127,13 +127,7 @@ def test_nesterov_needs_momentum_and_unknown_names_fail():
 
 # --- the rest of the ecosystem: the same training loop with ours and timm's ---
 
-def _model(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2)).double()
-
-def _batches(n=20, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(16, 6, generator=g, dtype=torch.float64), torch.randn(16, 2, generator=g, dtype=torch.float64)) for _ in range(n)]
+from test_integration import _model, _batches  # the ecosystem tests' model and data, shared
 
 def _train(make_opt, sched=None, scaler=None, compile=False, model=None, batches=None):
     model = model or _model()
