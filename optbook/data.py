@@ -235,6 +235,7 @@ def trajectory(opt_fn, # `opt_fn([param]) -> optimizer`
         points.append(p.detach().clone())
     return torch.stack(points)
 
+# %% ../nbs/01a_data.ipynb #eeeb0290
 def plot_trajectories(f, # the function the trajectories ran on
                       trajs:dict, # {label: (steps+1, 2) tensor}
                       bounds=None, # ((xmin, xmax), (ymin, ymax)), default `f.bounds`

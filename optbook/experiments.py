@@ -606,6 +606,7 @@ def _warmup_opt(method, lr, betas, warmup):
         cbs.append(SchedulerCallback(linear))
     return opt, cbs
 
+# %% ../nbs/10_radam.ipynb #fd4cf19a
 def warmup_run(method:str, # one of `WARMUP_METHODS`
                seed:int=0, lr:float=2e-2, betas=(0.9, 0.98),
                steps:int=500, # optimizer steps (one epoch of `steps` batches)
@@ -622,6 +623,7 @@ def warmup_run(method:str, # one of `WARMUP_METHODS`
     learn.fit(1)
     return learn
 
+# %% ../nbs/10_radam.ipynb #5bcc27d8
 def _verdict(acc): return 'trains' if acc >= 0.9 else 'stalls' if acc < 0.2 else 'partly'
 
 @experiment('warmup', "post-LN Transformer on the reverse task: Adam with and without warmup, eps=1e-4, Adam-2k, RAdam; pre-LN as control", minutes=3.5)
