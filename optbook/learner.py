@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['EVENTS', 'CancelFitException', 'CancelEpochException', 'CancelBatchException', 'CancelStepException', 'Callback',
-           'accuracy', 'set_seed', 'get_rng_state', 'set_rng_state', 'Recorder', 'ProgressCallback',
-           'SchedulerCallback', 'Learner']
+           'accuracy', 'set_seed', 'get_rng_state', 'set_rng_state', 'get_mom', 'loss_smoother', 'smooth_losses',
+           'Recorder', 'ProgressCallback', 'SchedulerCallback', 'Learner']
 
 # %% ../nbs/01c_learner.ipynb #ffa6485f
 import sys, os, time, math, random, warnings, dataclasses, functools
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
-from .core import default_device
+from .core import default_device, Interval
 from .data import mnist1d_dls
 from .models import mlp, mnist1d_cnn
 
@@ -65,20 +65,30 @@ def set_rng_state(st:dict):
 from optbook.core import patch  # chapter 00's: one way to write a class over several cells
 
 # %% ../nbs/01c_learner.ipynb #4a00b35f
-def _first_mom(group):
-    "The momentum of a param group: `momentum`, else `betas[0]`, else None"
-    if 'momentum' in group: return float(group['momentum'])
-    if 'betas' in group: return float(group['betas'][0])
-    return None
+def get_mom(group:dict):
+    "The momentum of a param group: `betas[0]` (Adam and relatives) or `momentum` (SGD, RMSprop); None if it has neither"
+    if 'betas' in group: return group['betas'][0]
+    return group.get('momentum')
 
-def _smooth(xs, beta=0.98):
-    "Debiased exponential moving average (what a loss curve is read through)"
-    out, avg = [], 0.
-    for i, x in enumerate(xs):
-        avg = beta * avg + (1 - beta) * x
-        out.append(avg / (1 - beta ** (i + 1)))
-    return out
+# %% ../nbs/01c_learner.ipynb #9cf4a9c6
+def loss_smoother(beta:float=0.98): # decay of the moving average; 0 returns each loss unchanged
+    "A function taking the next loss and returning the debiased exponential moving average of the finite losses so far (NaN for a non-finite loss, which is left out)"
+    Interval(0., 1., hi_open=True).check('beta', beta)
+    avg, n = 0., 0
+    def push(x:float) -> float:
+        nonlocal avg, n
+        if not math.isfinite(x): return math.nan
+        avg, n = beta * avg + (1 - beta) * x, n + 1
+        return avg / (1 - beta ** n)
+    return push
 
+def smooth_losses(losses, # a loss curve, one value per batch
+                  beta:float=0.98): # decay of the moving average; 0 returns the losses unchanged
+    "The debiased exponential moving average of `losses` at every point (what a loss curve is read through); non-finite values become NaN and are left out"
+    push = loss_smoother(beta)
+    return [push(float(x)) for x in losses]
+
+# %% ../nbs/01c_learner.ipynb #ae679d42
 def _name(f):
     "Name of a metric (a function, a partial, or a callable object)"
     f = getattr(f, 'func', f)
@@ -108,7 +118,8 @@ class Recorder(Callback):
         self.grad_norms.append(torch.stack(norms).norm().item() if norms else 0.)
     def before_step(self):
         g = self.learn.opt.param_groups[0]
-        self.lrs.append(float(g['lr'])); self.moms.append(_first_mom(g))
+        mom = get_mom(g)
+        self.lrs.append(float(g['lr'])); self.moms.append(None if mom is None else float(mom))
     def after_batch(self):
         if not self.learn.training or self.learn.loss is None: return
         loss, bs = self.learn.loss.item(), len(self.learn.yb)
@@ -130,7 +141,7 @@ def plot_loss(self:Recorder, skip_start:int=5, # leave out the first batches, wh
     if ax is None: _, ax = plt.subplots(figsize=(6, 3.5), dpi=80)
     xs = range(skip_start, len(self.losses))
     ax.plot(xs, self.losses[skip_start:], alpha=0.3, lw=0.8, label='train (raw)')
-    ax.plot(xs, _smooth(self.losses)[skip_start:], label='train (smoothed)')
+    ax.plot(xs, smooth_losses(self.losses)[skip_start:], label='train (smoothed)')
     if with_valid and self.values: ax.plot(self.epoch_iters, [v[1] for v in self.values], 'o-', label='valid')
     ax.set_xlabel('batch'); ax.set_ylabel('loss'); ax.legend()
     return ax

@@ -11,7 +11,7 @@ import torch
 from torch import nn, Tensor
 from .core import Interval, _real
 from .schedules import anneal_exp, anneal_lin, _check_steps
-from .learner import Learner, get_rng_state, set_rng_state, patch
+from .learner import Learner, get_rng_state, set_rng_state, patch, smooth_losses, loss_smoother
 
 # %% ../nbs/07b_lr_finder.ipynb #682ed2da
 def minimum(lrs, losses):
@@ -74,25 +74,16 @@ def _clip_ylim(ax, ys):
     span = (hi - lo) or abs(hi) or 1.
     ax.set_ylim(lo - 0.1 * span, hi + 0.5 * span)
 
-def _smooth(xs, beta):
-    "Debiased moving average of `xs` (non-finite values carried through as NaN)"
-    out, avg = [], 0.
-    for i, x in enumerate(xs):
-        if not math.isfinite(x): out.append(math.nan); continue
-        avg = beta * avg + (1 - beta) * x
-        out.append(avg / (1 - beta ** (i + 1)))
-    return out
-
 # %% ../nbs/07b_lr_finder.ipynb #ddb285b2
 def _plot_valid(res, vx, lrs, skip_start, smoothed):
     "The validation panel: loss on the next validation batch, and the metrics on their own scale"
     b = 0.98 if smoothed else 0.
-    vl = _smooth(res.valid_losses, b)[skip_start:]
+    vl = smooth_losses(res.valid_losses, b)[skip_start:]
     vx.plot(lrs, vl, label='valid loss'); _clip_ylim(vx, vl)
     vx.set_xscale('log'); vx.set_xlabel('learning rate'); vx.set_ylabel('validation loss'); vx.set_title('on the next validation batch')
     if res.metrics:
         mx = vx.twinx()  # metrics live on their own scale
-        for (name, vals), c in zip(res.metrics.items(), ('C1', 'C2', 'C3', 'C4')): mx.plot(lrs, _smooth(vals, b)[skip_start:], color=c, label=name)
+        for (name, vals), c in zip(res.metrics.items(), ('C1', 'C2', 'C3', 'C4')): mx.plot(lrs, smooth_losses(vals, b)[skip_start:], color=c, label=name)
         mx.legend(fontsize=8, loc='center left')
     vx.legend(fontsize=8, loc='upper left')
 
@@ -190,7 +181,8 @@ def _valid_step(model, vbatches, loss_func, names, metrics, device, valid_losses
 # %% ../nbs/07b_lr_finder.ipynb #f67c3e5f
 def _sweep(model, opt, loss_func, batches, lr_at, num_it, beta, stop_div, device, after_step=None):
     "Steps at the rates `lr_at(i)`: the rates, the raw and smoothed losses, and why the sweep stopped"
-    lrs, losses, smooth, avg, best = [], [], [], 0., math.inf
+    lrs, losses, smooth, best = [], [], [], math.inf
+    push = loss_smoother(beta)  # chapter 01c's debiased moving average, one loss at a time
     for i in range(num_it):
         lr = lr_at(i)
         _set_lr(opt, lr)
@@ -203,8 +195,7 @@ def _sweep(model, opt, loss_func, batches, lr_at, num_it, beta, stop_div, device
         opt.zero_grad()
         loss.backward()
         opt.step()
-        avg = beta * avg + (1 - beta) * losses[-1]
-        smooth.append(avg / (1 - beta ** (i + 1)))
+        smooth.append(push(losses[-1]))
         best = min(best, smooth[-1])
         if after_step is not None: after_step()
         if stop_div is not None and smooth[-1] > stop_div * best: return lrs, losses, smooth, f'diverged at lr={lr:.3g}'

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['anneal_lin', 'anneal_cos', 'anneal_exp', 'anneal_poly', 'anneal_const', 'Sched', 'sched_lin', 'sched_cos',
-           'sched_exp', 'sched_poly', 'sched_const', 'Phases', 'combine_scheds', 'get_mom', 'set_mom', 'OneCycle',
-           'SchedLR', 'Warmup', 'fit_one_cycle']
+           'sched_exp', 'sched_poly', 'sched_const', 'Phases', 'combine_scheds', 'set_mom', 'OneCycle', 'SchedLR',
+           'Warmup', 'fit_one_cycle']
 
 # %% ../nbs/07a_schedules.ipynb #825d361b
 import math, numbers
@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.optim.lr_scheduler import LRScheduler
 from .core import Interval, _real
-from .learner import Learner, SchedulerCallback, patch
+from .learner import Learner, SchedulerCallback, patch, get_mom
 
 # %% ../nbs/07a_schedules.ipynb #beb3d1d3
 def anneal_lin(start, end, pos):
@@ -103,11 +103,6 @@ def combine_scheds(pcts, # fractions of training, one per phase, adding up to 1
     return Phases(pcts, scheds)
 
 # %% ../nbs/07a_schedules.ipynb #31aa8029
-def get_mom(group:dict):
-    "The momentum of a param group: `betas[0]` (Adam and relatives) or `momentum` (SGD, RMSprop); None if it has neither"
-    if 'betas' in group: return group['betas'][0]
-    return group.get('momentum')
-
 def set_mom(group:dict, value:float):
     "Set the momentum of a param group wherever its optimizer keeps it"
     if 'betas' in group: group['betas'] = (value, *group['betas'][1:])
