@@ -38,13 +38,15 @@ def optimizers():
         'SGD nesterov': (optbook.SGD, dict(lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4), T.SGD, 5, None),
         'SGDW': (optbook.SGDW, dict(lr=1e-3, momentum=0.9, weight_decay=1e-4), None, 5, timm_optim.SGDW),
         'RMSprop': (optbook.RMSprop, dict(lr=1e-3), T.RMSprop, 5, None),
+        'RMSprop momentum': (optbook.RMSprop, dict(lr=1e-3, momentum=0.9), T.RMSprop, 7, None),
         'RMSprop centered': (optbook.RMSprop, dict(lr=1e-3, centered=True, momentum=0.9), T.RMSprop, 9, None),
         'RMSpropW': (optbook.RMSpropW, dict(lr=1e-3, weight_decay=1e-2), T.RMSprop, 5, None),  # torch has no RMSpropW: its RMSprop with L2 decay is the reference
         'Adam': (optbook.Adam, dict(lr=1e-3), T.Adam, 7, None),
         'Adam amsgrad': (optbook.Adam, dict(lr=1e-3, amsgrad=True), T.Adam, 9, None),
         'AdamW': (optbook.AdamW, dict(lr=1e-3, weight_decay=1e-2), T.AdamW, 7, timm_optim.AdamWLegacy),
         'RAdam': (optbook.RAdam, dict(lr=1e-3), T.RAdam, 7, timm_optim.RAdamLegacy),
-        'LARS': (optbook.LARS, dict(lr=1e-1, momentum=0.9, weight_decay=1e-4), None, 7, timm_optim.Lars),
+        'LARS': (optbook.LARS, dict(lr=1e-1, momentum=0.9, weight_decay=1e-4), None, 7, timm_optim.Lars),  # the norms read theta and g once more
+        'LAMB': (optbook.LAMB, dict(lr=1e-3, weight_decay=1e-2), None, 11, timm_optim.Lamb),  # the clip's norm reads g; the trust ratio needs a second pass (theta, m, v read, theta written)
     }
 
 def cases(name, spec):

@@ -22,12 +22,21 @@ CONFIGS = [
     (Adam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True), True, 'fused'),
     (AdamW, dict(lr=0.01, weight_decay=0.1), True, 'fused'),
     (RMSprop, dict(lr=0.01, weight_decay=0.1, maximize=True), False, 'fused'),
-    (RMSprop, dict(lr=0.01, centered=True, momentum=0.5), True, 'foreach'),
+    (RMSprop, dict(lr=0.01, centered=True, momentum=0.5), True, 'fused'),
+    (RMSprop, dict(lr=0.01, centered=True, weight_decay=0.1, maximize=True), False, 'fused'),
+    (RMSprop, dict(lr=0.01, momentum=0.9, weight_decay=0.1), True, 'fused'),
     (RMSpropW, dict(lr=0.01, weight_decay=0.1), False, 'fused'),
+    (RMSpropW, dict(lr=0.01, weight_decay=0.1, momentum=0.9, centered=True), True, 'fused'),
+    (RMSpropW, dict(lr=0.01, weight_decay=0.1, momentum=0.9, maximize=True), True, 'fused'),
     (RAdam, dict(lr=0.01, weight_decay=0.1), True, 'fused'),
     (RAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True), True, 'fused'),
     (optbook.LARS, dict(lr=0.1, momentum=0.9, weight_decay=1e-2, trust_clip=True), True, 'fused'),
     (optbook.LARS, dict(lr=0.1, momentum=0.9, nesterov=True, always_adapt=True), True, 'fused'),
+    (optbook.LARS, dict(lr=0.1, weight_decay=1e-2, dampening=0.1, momentum=0.5), True, 'fused'),
+    (optbook.LARS, dict(lr=0.1, weight_decay=1e-2), False, 'fused'),
+    (optbook.LAMB, dict(lr=0.01, weight_decay=0.1), True, 'fused'),
+    (optbook.LAMB, dict(lr=0.01, weight_decay=0.1, grad_averaging=False, trust_clip=True, always_adapt=True, max_grad_norm=None), True, 'fused'),
+    (optbook.LAMB, dict(lr=0.01, weight_decay=0.01, bias_correction=False, max_grad_norm=0.5), False, 'fused'),
 ]
 SHAPES = [(4, 3), (3,), (2, 2, 2), (5,), (1,)]
 
@@ -76,13 +85,31 @@ def test_fused_equals_readable_path(cls, kw, cycle, path):
         assert _divergence(mixed, ref) <= 1e-12
         assert set(rec[25]) == ({'tensor'} if paths[1] is TENSOR else {path})
 
+BLOCKED = [c for c in CONFIGS if (c[0] in (RMSprop, RMSpropW) and c[1].get('centered')) or (c[0] is optbook.LARS and c[1].get('weight_decay', 0) != 0)]
+
+@pytest.mark.parametrize('cls,kw,cycle,path', BLOCKED, ids=[f"{c.__name__}-{i}" for i, (c, *_) in enumerate(BLOCKED)])
+def test_blocks_cut_through_tensors(monkeypatch, cls, kw, cycle, path):
+    "Blocks of 5 numbers slice every tensor of more than 5 and put small ones together: still the readable path's numbers"
+    import optbook.fused
+    ref, _ = _run(cls, kw, cycle, (TENSOR, TENSOR), steps=15)
+    monkeypatch.setattr(optbook.fused, 'BLOCK', 5)
+    calls, real = [], optbook.fused.blocks
+    def blocks(lists, size=None):
+        out = list(real(lists, size)); calls.append([i for _, i in out]); return out
+    monkeypatch.setattr(optbook.fused, 'blocks', blocks)
+    fused, _ = _run(cls, kw, cycle, (FUSED, FUSED), steps=15)
+    assert any(sum(k in i for i in c) > 1 for c in calls for k in range(len(SHAPES)))  # a tensor sliced over several blocks
+    assert any(len(set(i)) > 1 for c in calls for i in c)  # several tensors in one block
+    assert _divergence(fused, ref) <= 1e-12
+
 def test_default_paths():
     w = [nn.Parameter(torch.zeros(3, device=DEV))]
     def path(opt):
         w[0].grad = torch.ones_like(w[0]); opt.step(); return opt.last_paths
-    for cls in (SGD, SGDW, Adam, AdamW, RMSprop, RMSpropW, RAdam): assert path(cls(w)) == ['fused'], cls
+    for cls in (SGD, SGDW, Adam, AdamW, RMSprop, RMSpropW, RAdam, optbook.LARS, optbook.LAMB): assert path(cls(w)) == ['fused'], cls
     assert path(Adam(w, foreach=True)) == ['foreach'] and path(Adam(w, fused=False)) == ['foreach'] and path(Adam(w, foreach=False)) == ['tensor']
-    assert path(RMSprop(w, momentum=0.9)) == ['foreach'] and path(RMSprop(w, centered=True, fused=True)) == ['foreach']
+    assert path(RMSprop(w, momentum=0.9)) == ['fused'] and path(RMSprop(w, centered=True)) == ['fused'] and path(RMSprop(w, centered=True, fused=False)) == ['foreach']
+    assert path(optbook.LAMB(w, foreach=True)) == ['foreach'] and path(optbook.LAMB(w, foreach=False)) == ['tensor']
     assert path(Adam(w, capturable=True)) == ['foreach'] and path(Adam(w, lr=torch.tensor(0.01))) == ['tensor'] and path(Adam(w, capturable=True, fused=True)) == ['fused']
     assert path(RAdam(w, capturable=True, fused=True)) == ['foreach']  # its r_t is computed on the host
     assert path(optbook.LARS(w, weight_decay=1e-4)) == ['fused']

@@ -78,18 +78,19 @@ class Counting:
 
 @pytest.mark.parametrize('foreach', (None, True, False))
 def test_which_path_ran(monkeypatch, foreach):
-    per_tensor, multi = Counting(lars_adapt.fn), Counting(lars_adapt.foreach_fn)
-    monkeypatch.setattr(lars_adapt, 'fn', per_tensor); monkeypatch.setattr(lars_adapt, 'foreach_fn', multi)
+    per_tensor, multi, kernel = Counting(lars_adapt.fn), Counting(lars_adapt.foreach_fn), Counting(torch._fused_sgd_)
+    monkeypatch.setattr(lars_adapt, 'fn', per_tensor); monkeypatch.setattr(lars_adapt, 'foreach_fn', multi); monkeypatch.setattr(torch, '_fused_sgd_', kernel)
     ps = [nn.Parameter(torch.randn(3)), nn.Parameter(torch.randn(2, 2))]
-    opt = LARS(ps, weight_decay=1e-3, foreach=foreach)
+    opt = LARS(ps, weight_decay=1e-3, momentum=0.9, foreach=foreach)
     for p in ps: p.grad = torch.randn_like(p)
     opt.step()
-    if foreach is False: assert (per_tensor.calls, multi.calls) == (2, 0) and opt.last_paths == ['tensor']
-    else: assert (per_tensor.calls, multi.calls) == (0, 1) and opt.last_paths == (['foreach'] if foreach else ['fused'])  # None: chapter 11's fused path, whose direction is the multi-tensor stepper's
+    if foreach is False: assert (per_tensor.calls, multi.calls, kernel.calls) == (2, 0, 0) and opt.last_paths == ['tensor']
+    elif foreach: assert (per_tensor.calls, multi.calls, kernel.calls) == (0, 1, 0) and opt.last_paths == ['foreach']
+    else: assert (per_tensor.calls, multi.calls, kernel.calls) == (0, 0, 1) and opt.last_paths == ['fused']  # None: chapter 11's fused path, SGD's kernel on blocks
 
 def test_gradient_is_left_alone():
     p = nn.Parameter(torch.tensor([3., 4.])); g = torch.tensor([0.6, 0.8])
-    for foreach in (False, True):
+    for foreach in (False, True, None):
         p.grad = g.clone()
         LARS([p], weight_decay=0.1, always_adapt=True, foreach=foreach).step()
         assert torch.equal(p.grad, g)
@@ -302,14 +303,14 @@ def test_lamb_check_can_fail():
 
 @pytest.mark.parametrize('foreach', (None, True, False))
 def test_lamb_which_path_ran(monkeypatch, foreach):
-    per_tensor, multi = Counting(lamb_adapt.fn), Counting(lamb_adapt.foreach_fn)
-    monkeypatch.setattr(lamb_adapt, 'fn', per_tensor); monkeypatch.setattr(lamb_adapt, 'foreach_fn', multi)
+    per_tensor, multi, kernel = Counting(lamb_adapt.fn), Counting(lamb_adapt.foreach_fn), Counting(torch._fused_adam_)
+    monkeypatch.setattr(lamb_adapt, 'fn', per_tensor); monkeypatch.setattr(lamb_adapt, 'foreach_fn', multi); monkeypatch.setattr(torch, '_fused_adam_', kernel)
     ps = [nn.Parameter(torch.randn(3)), nn.Parameter(torch.randn(2, 2))]
     opt = LAMB(ps, foreach=foreach)
     for p in ps: p.grad = torch.randn_like(p)
     opt.step()
-    assert (per_tensor.calls, multi.calls) == ((2, 0) if foreach is False else (0, 1))
-    assert opt.last_paths == ['tensor' if foreach is False else 'foreach']
+    assert (per_tensor.calls, multi.calls, kernel.calls) == {False: (2, 0, 0), True: (0, 1, 0), None: (0, 0, 1)}[foreach]  # None: chapter 11's fused path, Adam's kernel
+    assert opt.last_paths == {False: ['tensor'], True: ['foreach'], None: ['fused']}[foreach]
 
 def test_lamb_leaves_gradients_and_counts_group_steps():
     ps = [nn.Parameter(torch.tensor([3., 4.])), nn.Parameter(torch.ones(2))]
