@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['get_total_norm', 'clip_grads_with_norm_', 'clip_grad_norm_', 'clip_grad_value_', 'unitwise_norm',
-           'adaptive_clip_grad_', 'nonfinite_skip', 'global_norm_clip', 'clipped', 'GradStats']
+           'adaptive_clip_grad_', 'global_grad_norm', 'any_nonfinite', 'nonfinite_skip', 'global_norm_clip', 'clipped',
+           'GradStats']
 
 # %% ../nbs/08_clipping.ipynb #e9fd8546
 import math, types, warnings, inspect
@@ -180,6 +181,37 @@ def _one_value(groups, key):
         raise ValueError(f"Invalid {key}: the parameter groups hold {vals}; clipping by one global norm needs the same value in every group")
     return vals[0] if vals else None
 
+# %% ../nbs/08_clipping.ipynb #979b908e
+Optimizer.shard_group = None  # a process group whose processes each step a share of the parameters (ZeRO, chapter 12): global norms span them all
+
+def _sharded(opt) -> bool: return getattr(opt, 'shard_group', None) is not None  # also torch's classes, wrapped by `clipped`
+
+def _shard_sum(opt, t:Tensor) -> Tensor:
+    "`t` summed over the processes of `opt.shard_group` (in place, one `all_reduce`); `t` as it is without a group"
+    if _sharded(opt): torch.distributed.all_reduce(t, group=opt.shard_group)
+    return t
+
+def _zero_like_grads(opt) -> Tensor:
+    "A float64 zero where this process's gradients would be: a share without any still joins the reduction"
+    device = next((p.device for g in opt.param_groups for p in g['params']), torch.device('cpu'))
+    return torch.zeros((), dtype=torch.float64, device=device)
+
+
+# %% ../nbs/08_clipping.ipynb #09a7dfc6
+def global_grad_norm(opt, grads:list) -> Tensor:
+    "The L2 norm of all `grads` as one vector, over every process of `opt.shard_group` when it is set"
+    if not _sharded(opt): return get_total_norm(grads)
+    sq = get_total_norm(grads).double().square() if grads else _zero_like_grads(opt)  # float64: the sum of squares neither overflows nor rounds
+    norm = _shard_sum(opt, sq).sqrt()
+    return norm.to(grads[0].dtype) if grads else norm
+
+def any_nonfinite(opt, grads:list) -> bool:
+    "Does a gradient in `grads` (of any process of `opt.shard_group`) hold NaN or inf? One host sync"
+    if not _sharded(opt): return bool(grads) and not torch.isfinite(get_total_norm(grads, math.inf))  # the max norm is NaN or inf exactly when a value is
+    bad = (~torch.isfinite(get_total_norm(grads, math.inf))).double() if grads else _zero_like_grads(opt)
+    return bool(_shard_sum(opt, bad))
+
+
 # %% ../nbs/08_clipping.ipynb #f9c892eb
 Optimizer.grad_norm = None  # the total L2 norm of the gradients before clipping, of the last step (a 0-dim tensor)
 Optimizer.skipped_steps = 0  # steps that `skip_nonfinite` refused
@@ -187,8 +219,8 @@ Optimizer.skipped_steps = 0  # steps that `skip_nonfinite` refused
 @grad_transform(skip_nonfinite=Hyper(False, Flag(), 'skip a step whose gradients hold NaN or inf, counted in `opt.skipped_steps`'))
 def nonfinite_skip(opt, params, grads, skip_nonfinite):
     "Ask to skip the step when a gradient holds NaN or inf (one host sync, as GradScaler's check)"
-    if not skip_nonfinite or not grads: return False
-    if torch.isfinite(get_total_norm(grads, math.inf)): return False  # the max norm is NaN or inf exactly when a value is, and never overflows
+    if not skip_nonfinite or not (grads or _sharded(opt)): return False
+    if not any_nonfinite(opt, grads): return False
     opt.skipped_steps += 1
     return True
 
@@ -199,8 +231,8 @@ def _own_clip(opt) -> bool:
 @grad_transform(max_grad_norm=Hyper(None, Maybe(Interval(0., lo_open=True)), 'clip the gradients of all groups to this global L2 norm before the step'))
 def global_norm_clip(opt, params, grads, max_grad_norm):
     "Clip all gradients to one global L2 norm, as `clip_grad_norm_(params, max_grad_norm)`; keep the norm before clipping in `opt.grad_norm`"
-    if max_grad_norm is None or not grads or _own_clip(opt): return False
-    opt.grad_norm = get_total_norm(grads)
+    if max_grad_norm is None or not (grads or _sharded(opt)) or _own_clip(opt): return False
+    opt.grad_norm = global_grad_norm(opt, grads)
     clip_grads_with_norm_(params, max_grad_norm, opt.grad_norm)
     return False
 

@@ -675,10 +675,14 @@ _SHOOT_VARIANTS = {'SGD': {'SGD': {}, 'SGD momentum': dict(momentum=0.9), 'Neste
                    'Adam': {'Adam': {}, 'AMSGrad': dict(amsgrad=True)}, 'LARS': {'LARS': dict(momentum=0.9)}}
 _SHOOT_LEFT_OUT = ('SGDW', 'RMSpropW')  # the decoupled twins of SGD and RMSprop (chapter 6)
 
-def shootout_optimizers() -> dict:
-    "label: (class name, keywords) for every optimizer of the shootout, read from `optimizer_classes()`"
-    return {label: (name, kw) for name in optimizer_classes() if name not in _SHOOT_LEFT_OUT
-            for label, kw in _SHOOT_VARIANTS.get(name, {name: {}}).items()}
+_SHOOT_CLIP = dict(char_lstm=0.25, tiny_transformer=1.)  # where chapter 8 says clipping matters: AWD-LSTM's 0.25, a Transformer's usual 1
+
+def shootout_optimizers(task:str|None=None) -> dict:
+    "label: (class name, keywords) for every optimizer of the shootout, read from `optimizer_classes()`; on `task`s of `_SHOOT_CLIP` also SGD momentum and Adam clipped"
+    out = {label: (name, kw) for name in optimizer_classes() if name not in _SHOOT_LEFT_OUT
+           for label, kw in _SHOOT_VARIANTS.get(name, {name: {}}).items()}
+    if task in _SHOOT_CLIP: out |= {f'{l} + clip': (out[l][0], out[l][1] | dict(max_grad_norm=_SHOOT_CLIP[task])) for l in ('SGD momentum', 'Adam')}
+    return out
 
 # %% ../nbs/12_shootout.ipynb #2f7db170
 import dataclasses
@@ -711,7 +715,7 @@ def _shoot_worker(name:str, labels:list, seeds:tuple, quick:bool, num_it:int) ->
     from optbook.distributed import make_optimizer
     task, rows = _shoot_task(name, quick), []
     for label in labels:
-        cls_name, kw = shootout_optimizers()[label]
+        cls_name, kw = shootout_optimizers(name)[label]
         opt_func = functools.partial(_shoot_opt, cls_name, kw)
         lr = task.learner(opt_func, 1e-3, seed=0).lr_find(num_it=num_it).suggest(('valley',))['valley']
         if lr is None: raise RuntimeError(f"lr_find gave no 'valley' rate for {label} on {name}")
@@ -775,12 +779,12 @@ def shootout(out_dir=None, quick:bool=False, # quick: 2 optimizers, 1 seed, a fe
              seeds:tuple=(0, 1, 2), workers:int=2, # worker processes, one task each at a time
              tasks:tuple=('tiny_transformer', 'mnist1d_cnn', 'char_lstm', 'digits_mlp')): # the costliest first
     "Train every optimizer of `shootout_optimizers()` on each bench task with lr_find's rate, constant and 1cycle"
-    labels = list(shootout_optimizers())
-    if quick: labels, seeds = [l for l in labels if l in ('SGD momentum', 'Adam')], seeds[:1]
+    labels = {t: list(shootout_optimizers(t)) for t in tasks}
+    if quick: labels, seeds = {t: [l for l in ls if l in ('SGD momentum', 'Adam')] for t, ls in labels.items()}, seeds[:1]
     num_it = 20 if quick else 60
     ctx = multiprocessing.get_context('spawn')  # fresh interpreters: no state shared with a notebook kernel
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_shoot_worker, t, labels, tuple(seeds), quick, num_it) for t in tasks]
+        futures = [pool.submit(_shoot_worker, t, labels[t], tuple(seeds), quick, num_it) for t in tasks]
         rows = [r for f in futures for r in f.result()]
     table, target = _shoot_table(rows)
     best = {t: max((r for r in table if r['task'] == t), key=lambda r: r['acc_mean']) for t in tasks}

@@ -195,11 +195,14 @@ def lamb_clip_factor(grads:list, max_grad_norm:float|None) -> Tensor|None:
     norms = [n.to(grads[0].device) for n in torch._foreach_norm(grads)]
     return (torch.linalg.vector_norm(torch.stack(norms)) / max_grad_norm).clamp_(min=1.0)
 
+from .clipping import global_grad_norm, _sharded
+
 @grad_transform(max_grad_norm=Hyper(1.0, Maybe(Interval(0., lo_open=True)), "clip all gradients together to this global norm first (timm's formula); None: no clip"))
 def lamb_clip(opt, params, grads, max_grad_norm):
-    "Divide every gradient, in place, by timm's $\\max(1, \\|G\\|/c)$"
-    clip = lamb_clip_factor(grads, max_grad_norm)
-    if clip is None: return
+    "Divide every gradient, in place, by timm's $\\max(1, \\|G\\|/c)$; $\\|G\\|$ spans every process of `opt.shard_group` where it is set (chapter 12)"
+    if max_grad_norm is not None and _sharded(opt): clip = (global_grad_norm(opt, grads) / max_grad_norm).clamp_(min=1.0)  # a share's processes all join
+    else: clip = lamb_clip_factor(grads, max_grad_norm)
+    if clip is None or not grads: return
     for gs in _by_device_dtype(grads): torch._foreach_div_(list(gs), clip.to(gs[0].device))
 
 # %% ../nbs/09_lars.ipynb #150a9731
