@@ -126,6 +126,23 @@ def _new_decoupled(opt_class):
     return cls.__new__(cls)
 
 # %% ../nbs/06_weight_decay.ipynb #8dd52d05
+def _decoupled_step(opt, # an instance of a subclass of `opt_class`
+                    opt_class:type, # the class whose step runs after the shrink
+                    closure=None): # re-evaluates the loss, as in `torch.optim.Optimizer.step`
+    "Evaluate `closure`, shrink the weights, then take `opt_class`'s step with `weight_decay` 0"
+    loss = None
+    if closure is not None:
+        with torch.enable_grad(): loss = closure()
+    with torch.no_grad(): _decay_weights(opt.param_groups)
+    wds = [group['weight_decay'] for group in opt.param_groups]
+    try:
+        for group in opt.param_groups: group['weight_decay'] = 0.
+        _unhooked(opt_class.step)(opt)
+    finally:  # the user's values come back even if the step raised
+        for group, wd in zip(opt.param_groups, wds): group['weight_decay'] = wd
+    return loss
+
+# %% ../nbs/06_weight_decay.ipynb #29d6d0e4
 def decoupled(opt_class:type # a `torch.optim.Optimizer` subclass taking an L2 `weight_decay` argument
              ) -> type:
     "A subclass of `opt_class` whose `weight_decay` shrinks the weights by `1 - lr*weight_decay` before each step instead of entering the gradient"
@@ -136,24 +153,10 @@ def decoupled(opt_class:type # a `torch.optim.Optimizer` subclass taking an L2 `
     if opt_class in _decoupled_classes: return _decoupled_classes[opt_class]
 
     class Decoupled(opt_class):
-        @torch.no_grad()
-        def _decay(self): _decay_weights(self.param_groups)
-
         def __reduce__(self): return (_new_decoupled, (opt_class,), self.__getstate__())  # pickles: the class is rebuilt, not looked up
-
         def step(self, closure=None):
             "Evaluate `closure`, shrink the weights, then take the original step with `weight_decay` 0"
-            loss = None
-            if closure is not None:
-                with torch.enable_grad(): loss = closure()
-            self._decay()
-            wds = [group['weight_decay'] for group in self.param_groups]
-            try:
-                for group in self.param_groups: group['weight_decay'] = 0.
-                _unhooked(opt_class.step)(self)
-            finally:  # the user's values come back even if the step raised
-                for group, wd in zip(self.param_groups, wds): group['weight_decay'] = wd
-            return loss
+            return _decoupled_step(self, opt_class, closure)
 
     Decoupled.__name__ = Decoupled.__qualname__ = f"{opt_class.__name__}W"
     Decoupled.__doc__ = f"{opt_class.__name__} with decoupled weight decay: weights shrunk by `1 - lr*weight_decay` before each step"
