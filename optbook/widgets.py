@@ -10,6 +10,7 @@ import math, importlib
 import torch
 from .radam import simulate_adaptive_lr, rho_inf, effective_warmup, first_adaptive_step, AdaptiveLRRun
 from .explorers import canvas_png
+from .core import patch
 
 def _need(module):
     "Import an optional dependency, or say which extra provides it"
@@ -21,6 +22,32 @@ def kept_steps(steps:int, n:int=60) -> tuple:
     ts = set(torch.logspace(0, math.log10(steps), n).round().long().tolist()) | set(range(1, 11))
     ts |= {m * 10**k for k in range(1, 8) for m in (1, 2, 5)}
     return tuple(t for t in sorted(ts) if t <= steps) + (() if steps in ts else (steps,))
+
+# %% ../nbs/10b_widgets.ipynb #6ecd8a8d
+def _variance_panel(ax, run:AdaptiveLRRun):
+    "The left panel: Var[$\\psi_t$] and Var[$r_t\\psi_t$] against the step, log-log"
+    ax.loglog(run.t, run.var, label='Adam: Var[$\\psi_t$]')
+    ax.loglog(run.t, run.var_rect, label='rectified: Var[$r_t\\psi_t$]')
+    ax.set_xlabel('step t'); ax.legend(fontsize=7, loc='upper right')
+
+def _rate_panel(ax, run:AdaptiveLRRun, beta2:float):
+    "The right panel: $r_t$ against the step (0 where it is undefined), and the effective warmup length"
+    ax.semilogx(run.t, run.r.nan_to_num(0.), color='C1')
+    w = effective_warmup(beta2)
+    ax.axvline(w, color='k', lw=0.8, ls='--', label=f'effective warmup: {w:.0f} steps')
+    ax.set_ylim(0, 1.05); ax.set_xlabel('step t'); ax.legend(fontsize=7, loc='upper left')
+
+# %% ../nbs/10b_widgets.ipynb #65a3e190
+def _histogram_panel(ax, run:AdaptiveLRRun, blit:bool):
+    "The middle panel, empty: bars for the histograms of $\\psi_t$ and $r_t\\psi_t$ over a range fixed for the run; returns the range's top, its bin edges and the bars"
+    later = [k for k in run.keep if k >= min(5, run.keep[-1])][0]  # psi at t < 5 has a huge tail; clip it
+    hi = torch.quantile(run.psi[run.keep.index(later)].float(), 0.995).item()
+    edges = torch.linspace(0, hi, 101)
+    bars = [ax.stairs(torch.zeros(100).numpy(), edges.numpy(), fill=True, alpha=0.6, color=c, label=l, animated=blit)
+            for c, l in (('C0', '$\\psi_t$'), ('C1', '$r_t\\psi_t$'))]
+    ax.set_xlim(0, hi); ax.set_ylim(0, 1.08); ax.legend(fontsize=7, loc='upper right')
+    ax.set_xlabel(f'value at step t (clipped at {hi:.2g})'); ax.set_ylabel('histogram / its peak')
+    return hi, edges, bars
 
 # %% ../nbs/10b_widgets.ipynb #0e78c27b
 class VarianceFigure:
@@ -36,20 +63,9 @@ class VarianceFigure:
         FigureCanvasAgg(fig)
         fig.subplots_adjust(left=0.06, right=0.99, bottom=0.16, top=0.88, wspace=0.25)
         a0, a1, a2 = self.axs = fig.subplots(1, 3)
-        a0.loglog(run.t, run.var, label='Adam: Var[$\\psi_t$]')
-        a0.loglog(run.t, run.var_rect, label='rectified: Var[$r_t\\psi_t$]')
-        a0.set_xlabel('step t'); a0.legend(fontsize=7, loc='upper right')
-        later = [k for k in run.keep if k >= min(5, run.keep[-1])][0]  # psi at t < 5 has a huge tail; clip it
-        self.hi = torch.quantile(run.psi[run.keep.index(later)].float(), 0.995).item()
-        self.edges = torch.linspace(0, self.hi, 101)
-        self.bars = [a1.stairs(torch.zeros(100).numpy(), self.edges.numpy(), fill=True, alpha=0.6, color=c, label=l, animated=blit)
-                     for c, l in (('C0', '$\\psi_t$'), ('C1', '$r_t\\psi_t$'))]
-        a1.set_xlim(0, self.hi); a1.set_ylim(0, 1.08); a1.legend(fontsize=7, loc='upper right')
-        a1.set_xlabel(f'value at step t (clipped at {self.hi:.2g})'); a1.set_ylabel('histogram / its peak')
-        a2.semilogx(run.t, run.r.nan_to_num(0.), color='C1')
-        w = effective_warmup(beta2)
-        a2.axvline(w, color='k', lw=0.8, ls='--', label=f'effective warmup: {w:.0f} steps')
-        a2.set_ylim(0, 1.05); a2.set_xlabel('step t'); a2.legend(fontsize=7, loc='upper left')
+        _variance_panel(a0, run)
+        self.hi, self.edges, self.bars = _histogram_panel(a1, run, blit)
+        _rate_panel(a2, run, beta2)
         self.marks = [a.axvline(1, color='gray', lw=1, ls=':', animated=blit) for a in (a0, a2)]
         self.titles = [a.set_title('', fontsize=10) for a in self.axs]
         for tl in self.titles: tl.set_animated(blit)
@@ -62,33 +78,38 @@ class VarianceFigure:
         h = torch.histc(x.clamp(max=self.hi).float(), bins=100, min=0, max=self.hi)
         return (h / h.max()).numpy() if h.max() > 0 else h.numpy()
 
-    def set_step(self, t:int):
-        "Show step `t` (one of the run's kept steps)"
-        run = self.run
-        if t not in run.keep: raise ValueError(f"Invalid t: {t!r}; the run kept the samples of steps {run.keep}")
-        psi, r_t = run.psi[run.keep.index(t)], run.r[t - 1].item()
-        self.bars[0].set_data(self._hist(psi))
-        self.bars[1].set_data(self._hist(r_t * psi) if not math.isnan(r_t) else torch.zeros(100).numpy())
-        for m in self.marks: m.set_xdata([t, t])
-        self.titles[0].set_text(f'variance of the adaptive rate (t = {t})')
-        self.titles[1].set_text(f'Var[$\\psi_t$] = {run.var[t - 1]:.3g}, rectified: {run.var_rect[t - 1]:.3g}')
-        self.titles[2].set_text(f'$r_t$ = {r_t:.3f}' if not math.isnan(r_t) else
-                                f'$r_t$ undefined ($\\rho_t \\leq 4$); adapts from step {first_adaptive_step(self.beta2)}')
-        if self.blit:
-            canvas = self.fig.canvas
-            canvas.restore_region(self.background)
-            for a in self.bars + self.marks + self.titles: self.fig.draw_artist(a)
-        return self
+# %% ../nbs/10b_widgets.ipynb #07e423e8
+@patch
+def set_step(self:VarianceFigure, t:int):
+    "Show step `t` (one of the run's kept steps)"
+    run = self.run
+    if t not in run.keep: raise ValueError(f"Invalid t: {t!r}; the run kept the samples of steps {run.keep}")
+    psi, r_t = run.psi[run.keep.index(t)], run.r[t - 1].item()
+    self.bars[0].set_data(self._hist(psi))
+    self.bars[1].set_data(self._hist(r_t * psi) if not math.isnan(r_t) else torch.zeros(100).numpy())
+    for m in self.marks: m.set_xdata([t, t])
+    self.titles[0].set_text(f'variance of the adaptive rate (t = {t})')
+    self.titles[1].set_text(f'Var[$\\psi_t$] = {run.var[t - 1]:.3g}, rectified: {run.var_rect[t - 1]:.3g}')
+    self.titles[2].set_text(f'$r_t$ = {r_t:.3f}' if not math.isnan(r_t) else
+                            f'$r_t$ undefined ($\\rho_t \\leq 4$); adapts from step {first_adaptive_step(self.beta2)}')
+    if self.blit:
+        canvas = self.fig.canvas
+        canvas.restore_region(self.background)
+        for a in self.bars + self.marks + self.titles: self.fig.draw_artist(a)
+    return self
 
-    def _repr_png_(self): return self.png()  # Jupyter shows it as an image
+# %% ../nbs/10b_widgets.ipynb #2d71f599
+@patch
+def _repr_png_(self:VarianceFigure): return self.png()  # Jupyter shows it as an image
 
-    def png(self) -> bytes:
-        "The figure as PNG bytes"
-        if self.blit: return canvas_png(self.fig)  # the blitted buffer as it is: print_png would redraw everything
-        import io
-        buf = io.BytesIO()
-        self.fig.canvas.print_png(buf)
-        return buf.getvalue()
+@patch
+def png(self:VarianceFigure) -> bytes:
+    "The figure as PNG bytes"
+    if self.blit: return canvas_png(self.fig)  # the blitted buffer as it is: print_png would redraw everything
+    import io
+    buf = io.BytesIO()
+    self.fig.canvas.print_png(buf)
+    return buf.getvalue()
 
 def variance_figure(run:AdaptiveLRRun, # a run of `simulate_adaptive_lr` that kept step `t`
                     t:int, # the step to show the histograms of
@@ -99,6 +120,26 @@ def variance_figure(run:AdaptiveLRRun, # a run of `simulate_adaptive_lr` that ke
 # %% ../nbs/10b_widgets.ipynb #f8f0eb36
 BETA2_CHOICES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999)
 
+def _variance_sliders(keep:tuple, n_max:int) -> dict:
+    "The explorer's sliders: $\\beta_2$, $\\mu$, $\\sigma$ and the number of trajectories rerun the simulation when released; the step `t` only redraws"
+    W = _need('ipywidgets')
+    style, layout = {'description_width': '110px'}, W.Layout(width='420px')
+    return dict(
+        beta2=W.SelectionSlider(options=BETA2_CHOICES, value=0.999, description='beta2', continuous_update=False, style=style, layout=layout),
+        mu=W.FloatSlider(value=0., min=0., max=10., step=0.1, description='mu (mean of g)', continuous_update=False, style=style, layout=layout),
+        sigma=W.FloatLogSlider(value=1., base=10, min=-1, max=1, step=0.1, description='sigma (std of g)', continuous_update=False, style=style, layout=layout),
+        t=W.SelectionSlider(options=keep, value=10 if 10 in keep else keep[-1], description='step t', continuous_update=True, style=style, layout=layout),
+        n=W.IntSlider(value=min(2000, n_max), min=100, max=n_max, step=100, description='trajectories', continuous_update=False, style=style, layout=layout))
+
+def _variance_info(run:AdaptiveLRRun, b2:float, step:int) -> str:
+    "The line of numbers above the figure, as HTML: $\\rho_t$, $r_t$, the two variances, the first adaptive step and the warmup length"
+    r_t = run.r[step - 1].item()
+    return (f"<b>t = {step}</b>: &rho;<sub>t</sub> = {run.rho[step - 1]:.2f} (&rho;<sub>&infin;</sub> = {rho_inf(b2):.0f}), "
+            f"r<sub>t</sub> = {'undefined' if math.isnan(r_t) else f'{r_t:.3f}'}, Var[&psi;<sub>t</sub>] = {run.var[step - 1]:.3g}, "
+            f"rectified {run.var_rect[step - 1]:.3g}. RAdam adapts from step {first_adaptive_step(b2)}; "
+            f"effective warmup {effective_warmup(b2):.0f} steps (2/(1-&beta;<sub>2</sub>) = {2 / (1 - b2):.0f}).")
+
+# %% ../nbs/10b_widgets.ipynb #6b741e50
 def variance_explorer(steps:int=2000, # steps simulated per trajectory
                       n_max:int=5000, # largest number of trajectories (drawn once)
                       seed:int=0): # seed of the draws
@@ -106,14 +147,9 @@ def variance_explorer(steps:int=2000, # steps simulated per trajectory
     W = _need('ipywidgets')
     z = torch.randn(steps, n_max, generator=torch.Generator().manual_seed(seed))  # reused by every setting
     keep = kept_steps(steps)
-    style, layout = {'description_width': '110px'}, W.Layout(width='420px')
-    beta2 = W.SelectionSlider(options=BETA2_CHOICES, value=0.999, description='beta2', continuous_update=False, style=style, layout=layout)
-    mu = W.FloatSlider(value=0., min=0., max=10., step=0.1, description='mu (mean of g)', continuous_update=False, style=style, layout=layout)
-    sigma = W.FloatLogSlider(value=1., base=10, min=-1, max=1, step=0.1, description='sigma (std of g)', continuous_update=False, style=style, layout=layout)
-    n = W.IntSlider(value=min(2000, n_max), min=100, max=n_max, step=100, description='trajectories', continuous_update=False, style=style, layout=layout)
-    t = W.SelectionSlider(options=keep, value=10 if 10 in keep else keep[-1], description='step t', continuous_update=True, style=style, layout=layout)
-    image = W.Image(format='png', layout=W.Layout(width='800px'))
-    info = W.HTML()
+    sl = _variance_sliders(keep, n_max)
+    beta2, mu, sigma, t, n = (sl[k] for k in ('beta2', 'mu', 'sigma', 't', 'n'))
+    image, info = W.Image(format='png', layout=W.Layout(width='800px')), W.HTML()
     box = W.VBox([W.HBox([W.VBox([beta2, mu, sigma]), W.VBox([t, n])]), info, image])
     cache = {}
 
@@ -126,16 +162,12 @@ def variance_explorer(steps:int=2000, # steps simulated per trajectory
         return cache[key]
 
     def redraw(change=None):
-        vf, b2, step = current_figure(), beta2.value, t.value
-        run, r_t = vf.run, vf.run.r[step - 1].item()
-        info.value = (f"<b>t = {step}</b>: &rho;<sub>t</sub> = {run.rho[step - 1]:.2f} (&rho;<sub>&infin;</sub> = {rho_inf(b2):.0f}), "
-                      f"r<sub>t</sub> = {'undefined' if math.isnan(r_t) else f'{r_t:.3f}'}, Var[&psi;<sub>t</sub>] = {run.var[step - 1]:.3g}, "
-                      f"rectified {run.var_rect[step - 1]:.3g}. RAdam adapts from step {first_adaptive_step(b2)}; "
-                      f"effective warmup {effective_warmup(b2):.0f} steps (2/(1-&beta;<sub>2</sub>) = {2 / (1 - b2):.0f}).")
-        image.value = vf.set_step(step).png()
+        vf = current_figure()
+        info.value = _variance_info(vf.run, beta2.value, t.value)
+        image.value = vf.set_step(t.value).png()
 
     for w in (beta2, mu, sigma, n, t): w.observe(redraw, names='value')
     redraw()
-    box.sliders = dict(beta2=beta2, mu=mu, sigma=sigma, t=t, n=n)  # handles for tests and for scripting the widget
+    box.sliders = sl  # handles for tests and for scripting the widget
     box.image, box.info = image, info
     return box
