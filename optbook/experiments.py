@@ -127,6 +127,23 @@ def _adam():
     "torch's Adam: the bench comes before the book builds its own (chapter 05's `optbook.Adam` gives the same numbers)"
     return torch.optim.Adam
 
+def _baselines_figure(learners:dict, n_epoch:int):
+    "Test loss and test accuracy per epoch of each baseline, the published accuracies dotted; None without matplotlib"
+    try: plt = _plt()
+    except ImportError: return None
+    fig, axs = plt.subplots(1, 2, figsize=(10, 3.5), dpi=80)
+    for name, learn in learners.items():
+        ep = range(1, n_epoch + 1)
+        axs[0].plot(ep, [v[1] for v in learn.recorder.values], label=name)
+        axs[1].plot(ep, [v[2] for v in learn.recorder.values], label=name)
+        axs[1].axhline(PUBLISHED_MNIST1D[name], ls=':', color=axs[1].lines[-1].get_color())
+    axs[0].set_title('test loss'); axs[1].set_title('test accuracy (dotted: published)')
+    axs[0].legend(loc='upper left'); axs[1].legend(loc='center right')
+    for ax in axs: ax.set_xlabel('epoch')
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/01d_experiments.ipynb #96685a5d
 @experiment('mnist1d-baselines', "logistic regression, MLP and CNN on MNIST-1D with Adam, next to Greydanus' published accuracies", minutes=1.5)
 def mnist1d_baselines(out_dir=None, quick:bool=False, # 2 epochs each: a check of the machinery
                       epochs:int=150, # 6000 steps of 100, as in the paper
@@ -145,20 +162,7 @@ def mnist1d_baselines(out_dir=None, quick:bool=False, # 2 epochs each: a check o
         rows.append(dict(model=name, epochs=n_epoch, test_acc=round(acc, 4), published=PUBLISHED_MNIST1D[name],
                          wall_s=round(wall, 1), cpu_s=round(cpu, 1)))
         learners[name] = learn
-    fig = None
-    try: plt = _plt()
-    except ImportError: pass
-    else:
-        fig, axs = plt.subplots(1, 2, figsize=(10, 3.5), dpi=80)
-        for name, learn in learners.items():
-            ep = range(1, n_epoch + 1)
-            axs[0].plot(ep, [v[1] for v in learn.recorder.values], label=name)
-            axs[1].plot(ep, [v[2] for v in learn.recorder.values], label=name)
-            axs[1].axhline(PUBLISHED_MNIST1D[name], ls=':', color=axs[1].lines[-1].get_color())
-        axs[0].set_title('test loss'); axs[1].set_title('test accuracy (dotted: published)')
-        axs[0].legend(loc='upper left'); axs[1].legend(loc='center right')
-        for ax in axs: ax.set_xlabel('epoch')
-        fig.tight_layout()
+    fig = _baselines_figure(learners, n_epoch)
     cnn = rows[-1]
     summary = (f"CNN: {cnn['test_acc']:.1%} test accuracy (published 94%) in {cnn['wall_s']:.0f} s wall, {cnn['cpu_s']:.0f} s CPU, "
                f"{torch.get_num_threads()} torch threads; optimizer {opt_func.__module__}.{opt_func.__name__}")
@@ -167,6 +171,13 @@ def mnist1d_baselines(out_dir=None, quick:bool=False, # 2 epochs each: a check o
 # %% ../nbs/01d_experiments.ipynb #f9f03e91
 def _listing(e:Experiment) -> str: return f'~{e.minutes:g} min' if e.minutes is not None else 'time not measured'
 
+def _print_experiments():
+    "One line per registered experiment: its name, the expected time of a full run, and what it shows"
+    w, t = max((len(n) for n in EXPERIMENTS), default=0), max((len(_listing(e)) for e in EXPERIMENTS.values()), default=0)
+    print(f"{'name'.ljust(w)}  {'full run'.ljust(t)}  what it shows (--quick: seconds)")
+    for n, e in sorted(EXPERIMENTS.items()): print(f'{n.ljust(w)}  {_listing(e).ljust(t)}  {e.description}')
+
+# %% ../nbs/01d_experiments.ipynb #5d5d4c78
 def main(argv=None):
     "`python -m optbook.experiments [NAME] [--out DIR] [--no-figure] [--quick]`: list the experiments or run one"
     p = argparse.ArgumentParser(prog='python -m optbook.experiments', description="Run the book's experiments from a shell")
@@ -176,9 +187,7 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true', help='a seconds-long version (a check of the machinery, not a result)')
     args = p.parse_args(argv)
     if args.name is None:
-        w, t = max((len(n) for n in EXPERIMENTS), default=0), max((len(_listing(e)) for e in EXPERIMENTS.values()), default=0)
-        print(f"{'name'.ljust(w)}  {'full run'.ljust(t)}  what it shows (--quick: seconds)")
-        for n, e in sorted(EXPERIMENTS.items()): print(f'{n.ljust(w)}  {_listing(e).ljust(t)}  {e.description}')
+        _print_experiments()
         return 0
     if args.name not in EXPERIMENTS:
         p.error(f"unknown experiment {args.name!r}; registered ones are {', '.join(sorted(EXPERIMENTS))}")
@@ -188,6 +197,7 @@ def main(argv=None):
     if res.figure is not None and not args.no_figure: print(f'figure saved to {Path(args.out) / (args.name + ".png")}')
     return 0
 
+# %% ../nbs/01d_experiments.ipynb #dcb635ef
 def _cli():
     try: import matplotlib; matplotlib.use('Agg')  # a shell has no window to draw in
     except ImportError: pass
