@@ -340,6 +340,7 @@ def _sc_learner(opt_func, lr, seed):
     set_seed(seed)
     return Learner(mnist1d_cnn(), BENCH.mnist1d_cnn.dls(seed), opt_func=opt_func, lr=lr, progress=False)
 
+# %% ../nbs/07b_lr_finder.ipynb #d0dfc156
 def _sc_schedules(seed, epochs, num_it):
     "The finder's three rates on `seed`, then constant, step and 1cycle at each: one row and one curve per run"
     finder = _sc_learner(_sgd_mom, 1e-2, seed).lr_find(num_it=num_it, valid=True)

@@ -201,6 +201,14 @@ def _sweep(model, opt, loss_func, batches, lr_at, num_it, beta, stop_div, device
         if stop_div is not None and smooth[-1] > stop_div * best: return lrs, losses, smooth, f'diverged at lr={lr:.3g}'
     return lrs, losses, smooth, 'finished'
 
+# %% ../nbs/07b_lr_finder.ipynb #a1d0c55c
+def _validation(model, valid_data, loss_func, metrics, device):
+    "What a sweep with `valid_data` records after each step: a function evaluating the next validation batch, and the lists it fills (all None without `valid_data`)"
+    if valid_data is None: return None, None, None
+    names = [getattr(getattr(m, 'func', m), '__name__', type(m).__name__) for m in metrics]
+    valid_losses, metric_vals, vbatches = [], {n: [] for n in names}, _forever(valid_data, 'valid_data')
+    return (lambda: _valid_step(model, vbatches, loss_func, names, metrics, device, valid_losses, metric_vals)), valid_losses, metric_vals
+
 # %% ../nbs/07b_lr_finder.ipynb #2c98bf62
 def lr_find(model:nn.Module, # the model, trained during the sweep and restored afterwards
             train_data, # an iterable of (input, target) batches, e.g. a DataLoader; looped over if shorter than the sweep
@@ -219,13 +227,10 @@ def lr_find(model:nn.Module, # the model, trained during the sweep and restored 
     _check_lr_find(model, opt, start_lr, end_lr, num_it, mode, beta, stop_div)
     if device is None: device = next(model.parameters()).device
     anneal = anneal_exp if mode == 'exp' else anneal_lin
-    names = [getattr(getattr(m, 'func', m), '__name__', type(m).__name__) for m in metrics]
-    valid_losses, metric_vals = ([], {n: [] for n in names}) if valid_data is not None else (None, None)
     snap = _Snapshot(model, opt, (train_data, valid_data))
     try:
+        validate, valid_losses, metric_vals = _validation(model, valid_data, loss_func, metrics, device)
         batches = _forever(train_data, 'train_data')
-        vbatches = _forever(valid_data, 'valid_data') if valid_data is not None else None
-        validate = None if vbatches is None else (lambda: _valid_step(model, vbatches, loss_func, names, metrics, device, valid_losses, metric_vals))
         model.train()
         lrs, losses, smooth, stop_reason = _sweep(model, opt, loss_func, batches, lambda i: anneal(start_lr, end_lr, i / (num_it - 1)),
                                                   num_it, beta, stop_div, device, validate)
