@@ -256,7 +256,7 @@ def _wd_grid_figure(grids, errors):
     return fig
 
 # %% ../nbs/06_weight_decay.ipynb #8268c96a
-@experiment('wd-grid', 'learning rate x weight decay grids on MNIST-1D: Adam+L2 vs AdamW, SGD-momentum+L2 vs SGDW (AdamW paper, Fig. 2)', minutes=13)
+@experiment('wd-grid', 'learning rate x weight decay grids on MNIST-1D: Adam+L2 vs AdamW, SGD-momentum+L2 vs SGDW (AdamW paper, Fig. 2)', minutes=7.5)
 def wd_grid(out_dir=None, quick:bool=False, # one epoch, one seed, two rates by two decays: a check of the machinery
             epochs:int|None=None, # default the bench's (`WD_TASK.epochs`)
             seeds:tuple=WD_TASK.seeds):
