@@ -73,6 +73,7 @@ class Interval:
         x = _real(name, v)
         if x not in self: raise ValueError(f"Invalid {name} value: {v!r}; it must be in {self}")
 
+# %% ../nbs/00_core.ipynb #3f2390a8
 class Flag:
     "True or False"
     def __str__(self): return "{True, False}"

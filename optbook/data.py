@@ -140,6 +140,7 @@ def char_corpus(seq_len:int, # the length of a training sequence
                          f"and needs at least seq_len+1={seq_len + 1}; use more text (n_chars) or a shorter seq_len")
     return corpus
 
+# %% ../nbs/01a_data.ipynb #493829ea
 def _chunks(ids, seq_len):
     "Non-overlapping (input, next-character target) pairs"
     n = (len(ids) - 1) // seq_len
@@ -297,6 +298,7 @@ def image_folder_dls(root, # folder holding one subfolder per split
     return DataLoaders(DataLoader(tds, bs, shuffle=True, generator=g, num_workers=num_workers),
                        DataLoader(vds, 2 * bs, num_workers=num_workers))
 
+# %% ../nbs/01a_data.ipynb #90048911
 def cifar10_dls(root, # folder with `cifar-10-batches-py/` or `train/` and `test/` image folders
                 bs:int=128, seed:int=0, augment:bool=True, num_workers:int=0,
                 download:bool=False): # fetch torchvision's CIFAR-10 into `root` if absent (needs a network)
