@@ -94,6 +94,7 @@ def adam_step(p, g, state, lr, betas, eps, amsgrad, capturable=False):
     denom = (v.sqrt() / bc2_sqrt).add_(eps)
     p.addcdiv_(state['exp_avg'], denom, value=-step_size)
 
+# %% ../nbs/05_adam.ipynb #7549d15b
 @adam_step.foreach
 def _adam_step(ps, gs, states, lr, betas, eps, amsgrad, capturable=False):
     if capturable: return _adam_steps_on_device(ps, states, lr, betas, eps, amsgrad)
