@@ -160,6 +160,17 @@ def _onecycle_phases(total_steps, pct_start, three_phase):
     mom_keys = [('max_momentum', 'base_momentum'), ('base_momentum', 'max_momentum'), ('max_momentum', 'max_momentum')] if three_phase else [('max_momentum', 'base_momentum'), ('base_momentum', 'max_momentum')]
     return [dict(end_step=e, lr=l, mom=m) for e, l, m in zip(ends, lr_keys, mom_keys)]
 
+# %% ../nbs/07a_schedules.ipynb #5a1f857c
+def _onecycle_groups(optimizer, max_lrs, max_moms, base_moms, cycles, div_factor, final_div_factor):
+    "Write the param-group keys `OneCycleLR` uses (so checkpoints interchange); start each cycling group at its highest momentum"
+    for group, mx, hi, lo, cyc in zip(optimizer.param_groups, max_lrs, max_moms, base_moms, cycles):
+        group['initial_lr'] = mx / div_factor
+        group['max_lr'] = mx
+        group['min_lr'] = group['initial_lr'] / final_div_factor
+        if cyc:
+            set_mom(group, hi)
+            group['max_momentum'], group['base_momentum'] = hi, lo
+
 # %% ../nbs/07a_schedules.ipynb #86588dd0
 class OneCycle(_Resumable):
     "Leslie Smith's 1cycle policy: the lr rises from `max_lr/div_factor` to `max_lr`, then falls far below its start; momentum moves the other way"
@@ -183,14 +194,7 @@ class OneCycle(_Resumable):
         max_moms, base_moms = (_per_group(n, v, optimizer, beta) for n, v in (('max_momentum', max_momentum), ('base_momentum', base_momentum)))
         self.cycles = _momentum_groups(optimizer, cycle_momentum)
         self.total_steps, self.anneal_strategy = total_steps, anneal_strategy
-        # the same param-group keys as OneCycleLR, so checkpoints interchange
-        for group, mx, hi, lo, cyc in zip(optimizer.param_groups, max_lrs, max_moms, base_moms, self.cycles):
-            group['initial_lr'] = mx / div_factor
-            group['max_lr'] = mx
-            group['min_lr'] = group['initial_lr'] / final_div_factor
-            if cyc:
-                set_mom(group, hi)
-                group['max_momentum'], group['base_momentum'] = hi, lo
+        _onecycle_groups(optimizer, max_lrs, max_moms, base_moms, self.cycles, div_factor, final_div_factor)
         super().__init__(optimizer)
 
 # %% ../nbs/07a_schedules.ipynb #57fef20c
