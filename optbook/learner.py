@@ -128,9 +128,16 @@ class Recorder(Callback):
         valid = self.learn.valid_results or [math.nan] * (1 + len(self.learn.metrics))
         self.values.append([self._sum / max(self._n, 1)] + list(valid))
         self.epoch_iters.append(len(self.losses))
-    def state_dict(self): return {k: getattr(self, k) for k in ('losses', 'lrs', 'moms', 'grad_norms', 'values', 'epoch_iters')}
-    def load_state_dict(self, sd):
-        for k, v in sd.items(): setattr(self, k, list(v))
+
+# %% ../nbs/01c_learner.ipynb #cc0dea5d
+@patch
+def state_dict(self:Recorder) -> dict:
+    "What the Recorder has recorded, for a checkpoint"
+    return {k: getattr(self, k) for k in ('losses', 'lrs', 'moms', 'grad_norms', 'values', 'epoch_iters')}
+@patch
+def load_state_dict(self:Recorder, sd:dict):
+    "Restore what `state_dict` returned (copies of its lists)"
+    for k, v in sd.items(): setattr(self, k, list(v))
 
 # %% ../nbs/01c_learner.ipynb #bee75fbe
 @patch
