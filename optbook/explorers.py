@@ -16,6 +16,7 @@ from .rmsprop import RMSprop
 from .adam import Adam
 from .schedules import OneCycle
 from .data import quadratic2d, rosenbrock, beale, plot_trajectories
+from .core import patch
 
 # %% ../nbs/07c_explorers.ipynb #7cefdf1f
 def _sgd(ps, lr): return SGD(ps, lr=lr)
@@ -138,15 +139,17 @@ class TrajectoryFigure(BlitFigure):
         axl.legend(handles=[Line2D([], [], color=c, label=n) for n, c in colors.items()], fontsize=8, loc='lower left')
         self.freeze()
 
-    def set_paths(self, paths:dict): # {name: (k, 2) path}, e.g. from `optimizer_path`
-        "Show `paths` (hiding the optimizers left out) and return self"
-        unknown = [n for n in paths if n not in self.names]
-        if unknown: raise ValueError(f"Invalid optimizer {unknown[0]!r}; this figure shows {list(self.names)}")
-        for n, (line, loss) in self.lines.items():
-            pth = paths.get(n, torch.empty(0, 2, dtype=torch.float64))
-            line.set_data(pth[:, 0].numpy(), pth[:, 1].numpy())
-            loss.set_data(range(len(pth)), self.f(pth).numpy())
-        return self.blit([a for pair in self.lines.values() for a in pair])
+# %% ../nbs/07c_explorers.ipynb #72312605
+@patch
+def set_paths(self:TrajectoryFigure, paths:dict): # {name: (k, 2) path}, e.g. from `optimizer_path`
+    "Show `paths` (hiding the optimizers left out) and return self"
+    unknown = [n for n in paths if n not in self.names]
+    if unknown: raise ValueError(f"Invalid optimizer {unknown[0]!r}; this figure shows {list(self.names)}")
+    for n, (line, loss) in self.lines.items():
+        pth = paths.get(n, torch.empty(0, 2, dtype=torch.float64))
+        line.set_data(pth[:, 0].numpy(), pth[:, 1].numpy())
+        loss.set_data(range(len(pth)), self.f(pth).numpy())
+    return self.blit([a for pair in self.lines.values() for a in pair])
 
 # %% ../nbs/07c_explorers.ipynb #bc3a257c
 TEST_FUNCTIONS = dict(quadratic=quadratic2d, rosenbrock=rosenbrock, beale=beale)
@@ -199,6 +202,26 @@ def _trajectory_widgets(W, f, shown):
     box.sliders = {'steps': steps, **{f'{n}.{h}': s for n, (_, sl) in rows.items() for h, s in sl.items()}}
     return box
 
+# %% ../nbs/07c_explorers.ipynb #02788f5c
+def _draw_trajectories(box, cache:dict, figures:dict):
+    "Draw the chosen function with the ticked optimizers at their sliders' values; paths and backgrounds are cached in `cache` and `figures`"
+    if box.hold: return
+    t0, name, n = time.perf_counter(), box.function.value, box.sliders['steps'].value
+    fn = TEST_FUNCTIONS[name]
+    if (name, n) not in figures:  # a background is drawn once per function and number of steps
+        if len(figures) > 8: figures.clear()
+        figures[name, n] = TrajectoryFigure(fn, n, log=TRAJECTORY_PRESETS[name]['log'])
+    box.figure, paths = figures[name, n], {}
+    for opt, (check, sliders) in box.rows.items():
+        if not check.value: continue
+        hypers = {h: s.value for h, s in sliders.items()}
+        key = (name, n, opt, tuple(hypers.items()))
+        if key not in cache: cache[key] = optimizer_path(opt, fn, steps=n, **hypers)
+        paths[opt] = cache[key]
+    box.image.value = box.figure.set_paths(paths).png()
+    box.info.value = _path_summary(fn, paths) + f"<i>{n} steps, drawn in {1e3 * (time.perf_counter() - t0):.0f} ms</i>"
+    if len(cache) > 500: cache.clear()
+
 # %% ../nbs/07c_explorers.ipynb #97ebb037
 def trajectory_explorer(f:str='quadratic', # the function shown first: a key of `TEST_FUNCTIONS`
                         shown=('SGD', 'momentum', 'Adam')): # the optimizers ticked at first
@@ -208,23 +231,7 @@ def trajectory_explorer(f:str='quadratic', # the function shown first: a key of 
     for n in shown: optimizer_hypers(n)  # raises on an unknown name
     box, cache, figures = _trajectory_widgets(W, f, shown), {}, {}
 
-    def redraw(change=None):
-        if box.hold: return
-        t0, name, n = time.perf_counter(), box.function.value, box.sliders['steps'].value
-        fn = TEST_FUNCTIONS[name]
-        if (name, n) not in figures:  # a background is drawn once per function and number of steps
-            if len(figures) > 8: figures.clear()
-            figures[name, n] = TrajectoryFigure(fn, n, log=TRAJECTORY_PRESETS[name]['log'])
-        box.figure, paths = figures[name, n], {}
-        for opt, (check, sliders) in box.rows.items():
-            if not check.value: continue
-            hypers = {h: s.value for h, s in sliders.items()}
-            key = (name, n, opt, tuple(hypers.items()))
-            if key not in cache: cache[key] = optimizer_path(opt, fn, steps=n, **hypers)
-            paths[opt] = cache[key]
-        box.image.value = box.figure.set_paths(paths).png()
-        box.info.value = _path_summary(fn, paths) + f"<i>{n} steps, drawn in {1e3 * (time.perf_counter() - t0):.0f} ms</i>"
-        if len(cache) > 500: cache.clear()
+    def redraw(change=None): _draw_trajectories(box, cache, figures)
 
     def new_function(change):
         box.hold = True  # set the function's learning rates and steps, then draw once
@@ -273,10 +280,9 @@ class ScheduleFigure(BlitFigure):
         for line, y in zip(self.lines, (lrs / max_lr, lrs / max_lr, moms)): line.set_data(pos.numpy(), y.numpy())
         return self.blit(self.lines)
 
-# %% ../nbs/07c_explorers.ipynb #6f8784d0
-def schedule_explorer(total_steps:int=200): # the cycle's length at first
-    "A widget: a slider or switch for each of `OneCycle`'s knobs; the rate and momentum curves redraw"
-    W = _need('ipywidgets')
+# %% ../nbs/07c_explorers.ipynb #7ac99d19
+def _schedule_controls(W, total_steps:int) -> tuple:
+    "The schedule explorer's sliders and switches, each named after the `OneCycle` argument it sets"
     sl = dict(total_steps=_slider(W, 'IntSlider', 'steps', total_steps, min=10, max=2000, step=10, width='300px'),
               pct_start=_slider(W, 'FloatSlider', 'pct_start', 0.3, min=0.05, max=0.95, step=0.05, width='300px'),
               div_factor=_slider(W, 'FloatLogSlider', 'div_factor', 25., base=10, min=0, max=3, step=0.1, readout_format='.3g', width='300px'),
@@ -286,6 +292,13 @@ def schedule_explorer(total_steps:int=200): # the cycle's length at first
     sw = dict(anneal_strategy=W.ToggleButtons(options=['cos', 'linear'], value='cos', style={'button_width': '70px'}),
               cycle_momentum=W.Checkbox(value=True, description='cycle_momentum', indent=False),
               three_phase=W.Checkbox(value=False, description='three_phase', indent=False))
+    return sl, sw
+
+# %% ../nbs/07c_explorers.ipynb #6f8784d0
+def schedule_explorer(total_steps:int=200): # the cycle's length at first
+    "A widget: a slider or switch for each of `OneCycle`'s knobs; the rate and momentum curves redraw"
+    W = _need('ipywidgets')
+    sl, sw = _schedule_controls(W, total_steps)
     image, info = W.Image(format='png', layout=W.Layout(width='800px')), W.HTML()
     controls = W.HBox([W.VBox(list(sl.values())[:3]), W.VBox(list(sl.values())[3:]), W.VBox(list(sw.values()))])
     box = W.VBox([controls, info, image])
