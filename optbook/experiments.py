@@ -628,6 +628,23 @@ def warmup_run(method:str, # one of `WARMUP_METHODS`
     learn.fit(1)
     return learn
 
+# %% ../nbs/10_radam.ipynb #82ec022c
+def _warmup_figure(curves:dict, methods, seeds):
+    "The training loss of every run (a running mean of 20 steps), one colour per method, against chance; None without matplotlib"
+    try: plt = importlib.import_module('matplotlib.pyplot')
+    except ImportError: return None
+    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=80)
+    for i, method in enumerate(methods):
+        for j, seed in enumerate(seeds):
+            ls = curves[method, seed]
+            sm = [sum(ls[max(0, k - 19):k + 1]) / len(ls[max(0, k - 19):k + 1]) for k in range(len(ls))]  # running mean of 20
+            ax.plot(sm, color=f'C{i}', lw=1.2, alpha=0.85, label=method if j == 0 else None)
+    ax.axhline(math.log(8), color='gray', ls=':', lw=1, label='chance: ln 8')
+    ax.set_xlabel('step'); ax.set_ylabel('training loss (running mean of 20)'); ax.legend(fontsize=8, ncol=2)
+    ax.set_title(f'reverse task, post-LN Transformer unless noted, {len(seeds)} seeds each')
+    fig.tight_layout()
+    return fig
+
 # %% ../nbs/10_radam.ipynb #5bcc27d8
 def _verdict(acc): return 'trains' if acc >= 0.9 else 'stalls' if acc < 0.2 else 'partly'
 
@@ -649,20 +666,7 @@ def warmup_experiment(out_dir=None, quick:bool=False, seeds=(0, 1, 2), steps:int
                                  valid_acc=round(acc, 4), verdict=_verdict(acc), cpu_s=round(time.process_time() - t0, 1)))
                 curves[method, seed] = learn.recorder.losses
     finally: torch.set_num_threads(threads)
-    fig = None
-    try: plt = importlib.import_module('matplotlib.pyplot')
-    except ImportError: pass
-    else:
-        fig, ax = plt.subplots(figsize=(9, 3.6), dpi=80)
-        for i, method in enumerate(methods):
-            for j, seed in enumerate(seeds):
-                ls = curves[method, seed]
-                sm = [sum(ls[max(0, k - 19):k + 1]) / len(ls[max(0, k - 19):k + 1]) for k in range(len(ls))]  # running mean of 20
-                ax.plot(sm, color=f'C{i}', lw=1.2, alpha=0.85, label=method if j == 0 else None)
-        ax.axhline(math.log(8), color='gray', ls=':', lw=1, label='chance: ln 8')
-        ax.set_xlabel('step'); ax.set_ylabel('training loss (running mean of 20)'); ax.legend(fontsize=8, ncol=2)
-        ax.set_title(f'reverse task, post-LN Transformer unless noted, {len(seeds)} seeds each')
-        fig.tight_layout()
+    fig = _warmup_figure(curves, methods, seeds)
     by = {m: [r['verdict'] for r in rows if r['method'] == m] for m in methods}
     summary = '; '.join(f"{m}: {', '.join(f'{by[m].count(v)} {v}' for v in ('trains', 'partly', 'stalls') if by[m].count(v))}" for m in methods)
     return ExperimentResult(rows, fig, f"out of {len(seeds)} seeds and {steps} steps -- {summary}")

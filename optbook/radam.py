@@ -83,6 +83,19 @@ def _check_simulation(beta2, steps, n, sigma, z, keep):
     if any(not 1 <= k <= steps for k in keep): raise ValueError(f"Invalid keep: {keep}; steps must be in [1, {steps}]")
     return keep
 
+# %% ../nbs/10_radam.ipynb #e9d764d3
+def _psi_block(v:Tensor, # (n,) the average of $g^2$ after step `s`, advanced in place
+               g2:Tensor, # (m, n) squared gradients of steps s+1 ... s+m
+               beta2:float, s:int, # steps done before the block
+               buf:Tensor) -> Tensor: # (>= m, n) scratch space for the averages
+    "$\\psi_t = \\sqrt{(1-\\beta_2^t)/v_t}$ at steps s+1 ... s+m, advancing the average `v` over the block"
+    m = len(g2)
+    for i in range(m):  # the EMA is sequential in t; everything else is vectorized over the block
+        v.mul_(beta2).add_(g2[i], alpha=1 - beta2)
+        buf[i] = v
+    tb = torch.arange(s + 1, s + m + 1, dtype=torch.float64)
+    return ((1 - beta2 ** tb)[:, None] / buf[:m]).sqrt_()
+
 # %% ../nbs/10_radam.ipynb #41863120
 def simulate_adaptive_lr(beta2:float=0.999, # decay of the average of $g^2$
                          steps:int=6000, # steps per trajectory
@@ -104,11 +117,7 @@ def simulate_adaptive_lr(beta2:float=0.999, # decay of the average of $g^2$
         m = min(block, steps - s)
         zb = z[s:s + m, :n] if z is not None else torch.randn(m, n, generator=gen)
         g2 = zb.to(torch.float64).mul(sigma).add_(mu).square_()
-        for i in range(m):  # the EMA is sequential in t; everything else is vectorized over the block
-            v.mul_(beta2).add_(g2[i], alpha=1 - beta2)
-            buf[i] = v
-        tb = torch.arange(s + 1, s + m + 1, dtype=torch.float64)
-        psi = ((1 - beta2 ** tb)[:, None] / buf[:m]).sqrt_()
+        psi = _psi_block(v, g2, beta2, s, buf)
         var[s:s + m] = psi.var(dim=1)
         for j, k in enumerate(keep):
             if s < k <= s + m: psi_kept[j] = psi[k - s - 1]
