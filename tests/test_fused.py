@@ -43,12 +43,12 @@ SHAPES = [(4, 3), (3,), (2, 2, 2), (5,), (1,)]
 def _groups(ps):
     return [{'params': ps[:2]}, {'params': ps[2:4], 'lr': 0.02}, {'params': ps[4:], 'weight_decay': 0.}]
 
-def _run(cls, kw, cycle, paths, steps=40, switch=None, seed=0):
+def _run(cls, kw, cycle, paths, steps=40, switch=None, seed=0, dtype=F64):
     """Train with `paths[0]`'s keywords, and from step `switch` on with `paths[1]`'s: the state_dict of the first
     optimizer (and of its OneCycleLR) loaded into a new one. Returns the parameters and the paths recorded per step."""
     gen = torch.Generator().manual_seed(seed)
-    ps = [nn.Parameter(torch.randn(s, generator=gen, dtype=F64).to(DEV)) for s in SHAPES]
-    curv = [torch.rand(s, generator=gen, dtype=F64).to(DEV) + 0.1 for s in SHAPES]
+    ps = [nn.Parameter(torch.randn(s, generator=gen, dtype=dtype).to(DEV)) for s in SHAPES]
+    curv = [torch.rand(s, generator=gen, dtype=dtype).to(DEV) + 0.1 for s in SHAPES]
     def make(path):
         opt = cls([g | path for g in _groups(ps)], **kw)  # the path flags as group keys: LARS's signature has no `fused`
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[0.05, 0.1, 0.02], total_steps=steps + 1, cycle_momentum=cycle)
@@ -63,7 +63,7 @@ def _run(cls, kw, cycle, paths, steps=40, switch=None, seed=0):
             sched.load_state_dict(ssd)
             for g in opt.param_groups: g.update(paths[1])  # the saved groups carry the first path's flags
         for p, c in zip(ps, curv):
-            p.grad = None if torch.rand((), generator=gen) < 0.3 else c * p.detach() + torch.randn(p.shape, generator=gen, dtype=F64).to(DEV)
+            p.grad = None if torch.rand((), generator=gen) < 0.3 else c * p.detach() + torch.randn(p.shape, generator=gen, dtype=dtype).to(DEV)
         opt.step(); sched.step()
         record.append(list(opt.last_paths))
     return [p.detach().clone() for p in ps], record
@@ -101,6 +101,18 @@ def test_blocks_cut_through_tensors(monkeypatch, cls, kw, cycle, path):
     assert any(sum(k in i for i in c) > 1 for c in calls for k in range(len(SHAPES)))  # a tensor sliced over several blocks
     assert any(len(set(i)) > 1 for c in calls for i in c)  # several tensors in one block
     assert _divergence(fused, ref) <= 1e-12
+
+LARS_CONFIGS = [c for c in CONFIGS if c[0] is optbook.LARS]
+
+@pytest.mark.parametrize('cls,kw,cycle,path', LARS_CONFIGS, ids=[f"LARS-{i}" for i in range(len(LARS_CONFIGS))])
+def test_lars_both_ways_of_putting_the_ratio_in(monkeypatch, cls, kw, cycle, path):
+    "Where the ratios can be read as numbers (the CPU) they go into SGD's kernel per tensor; elsewhere the direction is built per block: both equal the readable path"
+    import optbook.fused
+    ref, _ = _run(cls, kw, cycle, (TENSOR, TENSOR))
+    for host in (True, False):
+        monkeypatch.setattr(optbook.fused, 'host_ratios', lambda device: host)
+        fused, rec = _run(cls, kw, cycle, (FUSED, FUSED))
+        assert all(set(r) == {'fused'} for r in rec) and _divergence(fused, ref) <= 1e-12
 
 def test_default_paths():
     w = [nn.Parameter(torch.zeros(3, device=DEV))]

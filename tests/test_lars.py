@@ -76,17 +76,18 @@ class Counting:
     def __init__(self, fn): self.fn, self.calls = fn, 0
     def __call__(self, *a, **k): self.calls += 1; return self.fn(*a, **k)
 
-@pytest.mark.parametrize('foreach', (None, True, False))
-def test_which_path_ran(monkeypatch, foreach):
+@pytest.mark.parametrize('foreach,dtype', [(None, torch.float32), (None, torch.float64), (True, torch.float64), (False, torch.float64)])
+def test_which_path_ran(monkeypatch, foreach, dtype):
     per_tensor, multi, kernel = Counting(lars_adapt.fn), Counting(lars_adapt.foreach_fn), Counting(torch._fused_sgd_)
     monkeypatch.setattr(lars_adapt, 'fn', per_tensor); monkeypatch.setattr(lars_adapt, 'foreach_fn', multi); monkeypatch.setattr(torch, '_fused_sgd_', kernel)
-    ps = [nn.Parameter(torch.randn(3)), nn.Parameter(torch.randn(2, 2))]
+    ps = [nn.Parameter(torch.randn(3, dtype=dtype)), nn.Parameter(torch.randn(2, 2, dtype=dtype))]
     opt = LARS(ps, weight_decay=1e-3, momentum=0.9, foreach=foreach)
     for p in ps: p.grad = torch.randn_like(p)
     opt.step()
     if foreach is False: assert (per_tensor.calls, multi.calls, kernel.calls) == (2, 0, 0) and opt.last_paths == ['tensor']
     elif foreach: assert (per_tensor.calls, multi.calls, kernel.calls) == (0, 1, 0) and opt.last_paths == ['foreach']
-    else: assert (per_tensor.calls, multi.calls, kernel.calls) == (0, 0, 1) and opt.last_paths == ['fused']  # None: chapter 11's fused path, SGD's kernel on blocks
+    else:  # None: chapter 11's fused path, SGD's kernel once per tensor with the ratio inside on the CPU, else once per block
+        assert (per_tensor.calls, multi.calls, kernel.calls) == (0, 0, 2 if optbook.fused.host_ratios(ps[0].device) else 1) and opt.last_paths == ['fused']
 
 def test_gradient_is_left_alone():
     p = nn.Parameter(torch.tensor([3., 4.])); g = torch.tensor([0.6, 0.8])
