@@ -139,6 +139,16 @@ def _variance_info(run:AdaptiveLRRun, b2:float, step:int) -> str:
             f"rectified {run.var_rect[step - 1]:.3g}. RAdam adapts from step {first_adaptive_step(b2)}; "
             f"effective warmup {effective_warmup(b2):.0f} steps (2/(1-&beta;<sub>2</sub>) = {2 / (1 - b2):.0f}).")
 
+# %% ../nbs/10b_widgets.ipynb #a4e3465b
+def _variance_run_figure(cache:dict, key:tuple, # (beta2, mu, sigma, n): the settings that need a new simulation
+                         steps:int, keep:tuple, z:torch.Tensor) -> VarianceFigure:
+    "The blitted figure of the simulation at `key`, simulated on the draws `z` the first time and kept until the key changes"
+    if key not in cache:
+        cache.clear()  # one run at a time: a few MB
+        b2, mu, sigma, n = key
+        cache[key] = VarianceFigure(simulate_adaptive_lr(b2, steps, n, mu, sigma, keep=keep, z=z), b2, blit=True)
+    return cache[key]
+
 # %% ../nbs/10b_widgets.ipynb #6b741e50
 def variance_explorer(steps:int=2000, # steps simulated per trajectory
                       n_max:int=5000, # largest number of trajectories (drawn once)
@@ -153,13 +163,7 @@ def variance_explorer(steps:int=2000, # steps simulated per trajectory
     box = W.VBox([W.HBox([W.VBox([beta2, mu, sigma]), W.VBox([t, n])]), info, image])
     cache = {}
 
-    def current_figure():
-        key = (beta2.value, mu.value, sigma.value, n.value)
-        if key not in cache:
-            cache.clear()  # one run at a time: a few MB
-            run = simulate_adaptive_lr(beta2.value, steps, n.value, mu.value, sigma.value, keep=keep, z=z)
-            cache[key] = VarianceFigure(run, beta2.value, blit=True)
-        return cache[key]
+    def current_figure(): return _variance_run_figure(cache, (beta2.value, mu.value, sigma.value, n.value), steps, keep, z)
 
     def redraw(change=None):
         vf = current_figure()
