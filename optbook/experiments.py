@@ -735,22 +735,16 @@ def _shoot_worker(name:str, labels:list, seeds:tuple, quick:bool, num_it:int) ->
 def _shoot_opt(cls_name, kw, params, lr): return optimizer_classes()[cls_name](params, lr=lr, **kw)  # a picklable opt_func
 
 # %% ../nbs/12_shootout.ipynb #fc094a4c
-def _shoot_smooth(losses, beta=0.98):
-    "Bias-corrected exponential moving average of `losses` (the rate finder's smoothing)"
-    out, avg = [], 0.
-    for i, l in enumerate(losses, 1):
-        avg = beta * avg + (1 - beta) * l
-        out.append(avg / (1 - beta ** i))
-    return out
+from .learner import smooth_losses
 
 def _shoot_steps_to(losses, target):
     "First step (1-based) whose smoothed loss is at most `target`, or None"
-    return next((i for i, l in enumerate(_shoot_smooth(losses), 1) if l <= target), None)
+    return next((i for i, l in enumerate(smooth_losses(losses), 1) if l <= target), None)
 
 # %% ../nbs/12_shootout.ipynb #baf92f62
 def _shoot_table(rows):
     "One row per task, optimizer and schedule: mean and spread over seeds, steps to target, time per step"
-    target = {t: statistics.median(_shoot_smooth(r['losses'])[-1] for r in rows if r['task'] == t) for t in dict.fromkeys(r['task'] for r in rows)}
+    target = {t: statistics.median(smooth_losses(r['losses'])[-1] for r in rows if r['task'] == t) for t in dict.fromkeys(r['task'] for r in rows)}
     groups = {}
     for r in rows: groups.setdefault((r['task'], r['optimizer'], r['schedule']), []).append(r)
     table = []
