@@ -238,7 +238,7 @@ def radam_fused(opt, group, params):
                         group['maximize'], steps=[torch.full((), t, dtype=torch.float32, device=ps[0].device)] * len(ps))
     _keep(opt, late, seen)
 
-# %% ../nbs/11_speed.ipynb #0f24c7b7
+# %% ../nbs/11_speed.ipynb #dd3de841
 def lars_ratios(ps, gs, lr, weight_decay, trust_coeff, eps, trust_clip, always_adapt):
     "`lars_adapt`'s trust ratio of each tensor, one tensor of them (one reduction over $\\theta$ and $g$), or None where it does not adapt"
     if weight_decay == 0 and not always_adapt: return None
@@ -249,6 +249,7 @@ def host_ratios(device) -> bool:
     "Can the step read the trust ratios as numbers? On the CPU that is no device sync"
     return device.type == 'cpu'
 
+# %% ../nbs/11_speed.ipynb #00596ecc
 def _lars_per_tensor(opt, ps, gs, bufs, first, rs, wd, kw):
     "SGD's kernel once per tensor (or slice of a block) with the ratio inside: its direction is $rg + (r\\beta)\\theta$, the L2 term being the kernel's `weight_decay` $r\\beta$, so only $rg$ is written, into cache"
     rs = rs.tolist()  # numbers on the host: a per-tensor weight_decay
@@ -259,6 +260,7 @@ def _lars_per_tensor(opt, ps, gs, bufs, first, rs, wd, kw):
             if bufs is None: torch._fused_sgd_([bp[j]], [d], [], is_first_step=False, **kw_k)
             else: torch._fused_sgd_([bp[j]], [d], [bb[0][j]], is_first_step=first[k], **kw_k)
 
+# %% ../nbs/11_speed.ipynb #d1522286
 @torch.no_grad()
 def lars_fused(opt, group, params):
     "LARS: the trust ratios first (they need every tensor's norms), then SGD's kernel with the ratio inside (on the CPU), or, block by block, the direction $r(g + \\beta w)$ and SGD's kernel on it"
