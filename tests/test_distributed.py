@@ -26,6 +26,11 @@ MAX_NORM = 0.05  # in-optimizer clipping threshold: below the gradient norms of 
 # 2e-6 (~17 float32 ulps of 1.0) is far below what a wrong gradient does (one half-batch instead of both moves the
 # parameters by 2.5e-3 (SGD) to 0.47 (RMSpropW) in 6 steps). ZeRO changes no arithmetic at all: compared exactly.
 TOL = {torch.float64: dict(rtol=0, atol=1e-12), torch.float32: dict(rtol=0, atol=2e-6)}
+# One configuration amplifies more: RMSprop (no decay) after a clip to MAX_NORM, whose first steps are lr * g / (0.1 |g| + eps)
+# with |g| near eps for some elements, so the last bits of the reduce-scatter show in its FSDP2 run: measured 2.9e-6 on an
+# AVX2-only CPU (the other configurations there <= 3.6e-7), 5.4e-7 on an AVX-512 one. Its float32 FSDP2 tolerance is 1e-5,
+# still 250 times below the smallest effect of a wrong gradient (2.5e-3).
+TOL_FSDP32 = {'RMSprop clip': dict(rtol=0, atol=1e-5)}
 
 # ---------------------------------------------------------------- the optimizers: every class optbook exports, and variants
 VARIANTS = {'SGD': {'SGD': {}, 'SGD momentum': dict(momentum=0.9), 'Nesterov': dict(momentum=0.9, nesterov=True)},
@@ -281,7 +286,7 @@ def fsdp(results): return results['fsdp']
 def test_fsdp2_dtensor_shards_equal_one_process(fsdp, label, foreach):
     r = fsdp[label, foreach]
     assert not isinstance(r, str), r
-    torch.testing.assert_close(r, reference(label), **TOL[torch.float32])
+    torch.testing.assert_close(r, reference(label), **TOL_FSDP32.get(label, TOL[torch.float32]))
 
 @pytest.mark.parametrize('foreach', [False, True], ids=['per-tensor', 'foreach'])
 @pytest.mark.parametrize('label', [label for label in CLIP if not label.startswith('LAMB')] or [pytest.param('clip', marks=pytest.mark.skip(
