@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FUSED_DEVICES', 'BLOCK', 'kernel_ready', 'amp_args', 'fused_decay_', 'sgd_kernel', 'sgd_fused', 'adam_kernel',
            'adam_fused', 'rmsprop_fused', 'blocks', 'scratch', 'blocked_steppers', 'radam_fused', 'lars_ratios',
-           'host_ratios', 'lars_fused', 'lamb_fused', 'register_fused']
+           'host_ratios', 'lars_fused', 'whole_runs', 'scratch_like', 'lamb_fused', 'register_fused']
 
 # %% ../nbs/11_speed.ipynb #221d663d
 import math
@@ -288,9 +288,33 @@ def lars_fused(opt, group, params):
     _keep(opt, params, seen)
 
 # %% ../nbs/11_speed.ipynb #1c795b49
+def whole_runs(ps, size=None) -> list:
+    "Consecutive indices into `ps` in runs of about `size` numbers (default `BLOCK`), no tensor cut: a trust ratio needs a whole update's norm"
+    runs, cur, n = [], [], 0
+    for i, p in enumerate(ps):
+        cur.append(i); n += p.numel()
+        if n >= (size or BLOCK): runs.append(cur); cur, n = [], 0
+    return runs + [cur] * bool(cur)
+
+def scratch_like(opt, ts) -> list:
+    "Tensors shaped like `ts`, views of one `scratch` buffer kept on the optimizer (no fresh pages each step)"
+    sizes = [t.numel() for t in ts]
+    return [u.view(t.shape) for u, t in zip(torch.split(scratch(opt, ts[0], sum(sizes)), sizes), ts)]
+
+def _lamb_run(opt, group, ps, gs, ms, vs, steps, scale, kw):
+    "One run of whole tensors: $u \\leftarrow \\lambda\\theta$ into scratch, Adam's kernel adds $\\hat m/(\\sqrt{\\hat v}+\\epsilon)$ (learning rate -1), then the ratios and $\\theta \\leftarrow \\theta - \\eta r u$"
+    us, wd = scratch_like(opt, ps), group['weight_decay']
+    if wd == 0: torch._foreach_zero_(us)
+    else:
+        for p, u in zip(ps, us): torch.mul(p, wd, out=u)  # one pass into the buffer (foreach's out= variant computes, then copies: 2x slower)
+    torch._fused_adam_(us, gs, ms, vs, [], steps, lr=-1 / scale, **kw)
+    rs = lamb_trust_ratio(torch.stack(torch._foreach_norm(ps)), torch.stack(torch._foreach_norm(us)), group['trust_clip'])
+    torch._foreach_addcmul_(ps, us, (rs * -_on(group['lr'], ps[0].device)).unbind(0))
+
+# %% ../nbs/11_speed.ipynb #1c53226d
 @torch.no_grad()
 def lamb_fused(opt, group, params):
-    "LAMB: Adam's kernel writes $u = \\hat m/(\\sqrt{\\hat v}+\\epsilon) + \\lambda\\theta$ into a new tensor (learning rate -1 on a copy of $\\lambda\\theta$), then the trust ratios and one multiply-add; on $\\theta$ itself where the ratio does not apply"
+    "LAMB: Adam's kernel writes the update $u$ into a scratch buffer, run by run of whole tensors, then the trust ratios and one multiply-add; on $\\theta$ itself where the ratio does not apply"
     (b1, b2), wd, lr = group['betas'], group['weight_decay'], group['lr']
     t = group['step'].item() if group['bias_correction'] else _NO_CORRECTION  # the group's count, a CPU tensor: no device sync
     scale = 1. if group['grad_averaging'] or b1 == 0 else 1 - b1  # m = b1 m + g is (b1 m' + (1 - b1) g) / (1 - b1) with m' = (1 - b1) m
@@ -304,10 +328,8 @@ def lamb_fused(opt, group, params):
         if wd == 0 and not group['always_adapt']:  # no trust ratio, no decay: Adam's step with LAMB's epsilon
             torch._fused_adam_(ps, gs, ms, vs, [], steps, lr=_on(lr, dev) / scale, **kw)
         else:
-            us = torch._foreach_mul(ps, wd) if wd != 0 else [torch.zeros_like(p) for p in ps]
-            torch._fused_adam_(us, gs, ms, vs, [], steps, lr=-1 / scale, **kw)  # u <- lambda theta + m_hat / (sqrt(v_hat) + eps)
-            rs = lamb_trust_ratio(torch.stack(torch._foreach_norm(ps)), torch.stack(torch._foreach_norm(us)), group['trust_clip'])
-            torch._foreach_addcmul_(ps, us, (rs * -_on(lr, dev)).unbind(0))  # theta <- theta - lr r u
+            for run in whole_runs(ps):
+                _lamb_run(opt, group, *([xs[i] for i in run] for xs in (ps, gs, ms, vs, steps)), scale, kw)
         if scale != 1: torch._foreach_div_(ms, scale)
     _keep(opt, params, seen)
 

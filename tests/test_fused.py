@@ -102,6 +102,23 @@ def test_blocks_cut_through_tensors(monkeypatch, cls, kw, cycle, path):
     assert any(len(set(i)) > 1 for c in calls for i in c)  # several tensors in one block
     assert _divergence(fused, ref) <= 1e-12
 
+LAMB_CONFIGS = [c for c in CONFIGS if c[0] is optbook.LAMB and (c[1].get('weight_decay', 0.01) != 0 or c[1].get('always_adapt'))]
+
+@pytest.mark.parametrize('cls,kw,cycle,path', LAMB_CONFIGS, ids=[f"LAMB-{i}" for i in range(len(LAMB_CONFIGS))])
+def test_lamb_runs_keep_tensors_whole(monkeypatch, cls, kw, cycle, path):
+    "Runs of 10 numbers: small tensors share a run, a larger one has a run of its own and is never cut (its ratio needs its whole norm); still the readable path's numbers"
+    import optbook.fused
+    ref, _ = _run(cls, kw, cycle, (TENSOR, TENSOR), steps=15)
+    monkeypatch.setattr(optbook.fused, 'BLOCK', 10)  # groups of 12 + 3 numbers (two runs) and 8 + 5 (one run of two tensors)
+    calls, real = [], optbook.fused.whole_runs
+    def whole_runs(ps, size=None):
+        out = real(ps, size); calls.append(([p.numel() for p in ps], out)); return out
+    monkeypatch.setattr(optbook.fused, 'whole_runs', whole_runs)
+    fused, rec = _run(cls, kw, cycle, (FUSED, FUSED), steps=15)
+    assert calls and all(sorted(i for r in runs for i in r) == list(range(len(n))) for n, runs in calls)  # every tensor once, whole
+    assert any(len(r) > 1 for _, runs in calls for r in runs) and any(len(runs) > 1 for _, runs in calls)  # shared runs, several runs
+    assert all(set(r) == {'fused'} for r in rec) and _divergence(fused, ref) <= 1e-12
+
 LARS_CONFIGS = [c for c in CONFIGS if c[0] is optbook.LARS]
 
 @pytest.mark.parametrize('cls,kw,cycle,path', LARS_CONFIGS, ids=[f"LARS-{i}" for i in range(len(LARS_CONFIGS))])
