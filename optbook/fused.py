@@ -14,7 +14,7 @@ from torch import Tensor
 from .core import *
 from .core import _real_view, _keep_state, _by_device_dtype_pairs, _next
 from .momentum import SGD, _sgd_steppers
-from .rmsprop import RMSprop, rmsprop_steppers
+from .rmsprop import RMSprop, rmsprop_steppers, _zeros
 from .adam import Adam, adam_steppers
 from .weight_decay import AdamW, SGDW, RMSpropW, adamw_steppers, sgdw_steppers, rmspropw_steppers
 from .radam import RAdam, radam_steppers, radam_step, _rho_scalar, _rect_scalar, rho_inf
@@ -56,11 +56,6 @@ def amp_args(opt, device):
 def _on(x, device):
     "A Tensor hyper-parameter (the learning rate) on `device`; a float as it is"
     return x.to(device, non_blocking=True) if isinstance(x, Tensor) else x
-
-def _zeros(state, key, p):
-    "`state[key]`, created as zeros like `p` on first use (torch.optim's lazy state)"
-    if key not in state: state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-    return state[key]
 
 def _add_one_(steps):
     "Count a step on every counter: on the CPU with a 0-d tensor, which is not copied once per counter as a Python number is (about 3x faster on 2000 counters)"
