@@ -167,9 +167,7 @@ def adaptive_clip_grad_(parameters, # parameters with `.grad` (None gradients ar
         g.copy_(torch.where(g_norm < max_norm, g, g * (max_norm / g_norm.clamp(min=1e-6))))
 
 # %% ../nbs/08_clipping.ipynb #a4ea4538
-def _unhooked(step):
-    "`step` without the hook wrapper torch puts on every optimizer class's `step`, so that the subclass's hooks run once"
-    return step.__wrapped__ if getattr(step, 'hooked', False) else step
+from .weight_decay import _unhooked  # chapter 06's: a class's `step` without torch's hook wrapper, so hooks run once
 
 def _check_max_grad_norm(v):
     if v is not None: Interval(0., lo_open=True).check('max_grad_norm', v)
@@ -214,9 +212,9 @@ def any_nonfinite(opt, grads:list) -> bool:
 
 # %% ../nbs/08_clipping.ipynb #f9c892eb
 Optimizer.grad_norm = None  # the total L2 norm of the gradients before clipping, of the last step (a 0-dim tensor)
-Optimizer.skipped_steps = 0  # steps that `skip_nonfinite` refused
 
-@grad_transform(skip_nonfinite=Hyper(False, Flag(), 'skip a step whose gradients hold NaN or inf, counted in `opt.skipped_steps`'))
+@grad_transform(keeps={'skipped_steps': 0},  # the steps it refused: on the optimizer, in its checkpoints (chapter 00's engine)
+                skip_nonfinite=Hyper(False, Flag(), 'skip a step whose gradients hold NaN or inf, counted in `opt.skipped_steps`'))
 def nonfinite_skip(opt, params, grads, skip_nonfinite):
     "Ask to skip the step when a gradient holds NaN or inf (one host sync, as GradScaler's check)"
     if not skip_nonfinite or not (grads or _sharded(opt)): return False
@@ -238,25 +236,6 @@ def global_norm_clip(opt, params, grads, max_grad_norm):
 
 DEFAULT_TRANSFORMS[:] = [t for t in DEFAULT_TRANSFORMS if t.__qualname__ not in ('nonfinite_skip', 'global_norm_clip')]  # running this again replaces them
 register_transform(nonfinite_skip); register_transform(global_norm_clip)  # in this order: no clip of a step that is skipped
-
-# %% ../nbs/08_clipping.ipynb #b7215c3d
-_engine_state_dict = getattr(Optimizer.state_dict, 'engine', Optimizer.state_dict)  # the engine's own, even if this runs twice
-_engine_load_state_dict = getattr(Optimizer.load_state_dict, 'engine', Optimizer.load_state_dict)
-
-@patch_to(Optimizer)
-def state_dict(self):
-    "torch's state dict, plus `skipped_steps` once a step was skipped"
-    sd = _engine_state_dict(self)
-    return sd | {'skipped_steps': self.skipped_steps} if self.skipped_steps else sd
-
-@patch_to(Optimizer)
-def load_state_dict(self, state_dict):
-    "Load a checkpoint of optbook or torch.optim, with its count of skipped steps"
-    state_dict = dict(state_dict)
-    self.skipped_steps = state_dict.pop('skipped_steps', 0)
-    _engine_load_state_dict(self, state_dict)
-
-Optimizer.state_dict.engine, Optimizer.load_state_dict.engine = _engine_state_dict, _engine_load_state_dict
 
 # %% ../nbs/08_clipping.ipynb #8be383ac
 class _Clip:

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['IMPLEMENTATION', 'DEFAULT_TRANSFORMS', 'raises', 'patch_to', 'patch', 'default_device', 'Interval', 'Flag', 'Pair',
            'Hyper', 'Maybe', 'OneOf', 'Stepper', 'stepper', 'descend', 'maximize', 'count_step', 'near_miss',
-           'GradTransform', 'grad_transform', 'register_transform', 'Optimizer', 'param_notes', 'optimizer_doc',
-           'max_divergence']
+           'GradTransform', 'grad_transform', 'transform_keeps', 'register_transform', 'Optimizer', 'param_notes',
+           'optimizer_doc', 'max_divergence']
 
 # %% ../nbs/00_core.ipynb #61553d63
 import math, numbers, functools, inspect, io, textwrap, tokenize
@@ -233,17 +233,22 @@ def _has_tensor(group, names):
 
 # %% ../nbs/00_core.ipynb #00416c9d
 class GradTransform:
-    "A whole-optimizer step on the gradients: `fn(opt, params, grads, **hypers)` runs once per step over every gradient of every group; True skips the step"
-    def __init__(self, fn, hypers):
-        self.fn, self.hypers = fn, dict(hypers)
+    "A whole-optimizer step on the gradients: `fn(opt, params, grads, **hypers)` runs once per step over every gradient of every group; True skips the step. `keeps`: numbers it keeps on the optimizer (name: start), checkpointed by the engine"
+    def __init__(self, fn, hypers, keeps=None):
+        self.fn, self.hypers, self.keeps = fn, dict(hypers), dict(keeps or {})
         functools.update_wrapper(self, fn)
     def __call__(self, opt, params, grads, **hypers): return self.fn(opt, params, grads, **hypers)
     def __repr__(self): return f"{self.__name__}({', '.join(self.hypers)})"
     def __reduce__(self): return self.__qualname__  # by reference, like a function
 
-def grad_transform(**hypers):
+def grad_transform(keeps:dict|None=None, # numbers the transform keeps on the optimizer from step to step, e.g. {'skipped_steps': 0}
+                   **hypers):
     "Decorator: make `fn(opt, params, grads, **hypers)` a `GradTransform` reading `hypers` (name=`Hyper`)"
-    return lambda fn: GradTransform(fn, hypers)
+    return lambda fn: GradTransform(fn, hypers, keeps)
+
+def transform_keeps(opt) -> dict:
+    "What the transforms of `opt` keep on it from step to step: name -> its start"
+    return {k: v for t in getattr(opt, 'transforms', ()) for k, v in t.keeps.items()}
 
 DEFAULT_TRANSFORMS = []  # transforms every optimizer of the book gets (later chapters add theirs with `register_transform`)
 
@@ -271,6 +276,7 @@ class Optimizer(torch.optim.Optimizer):
         self._check(defaults)
         super().__init__(params, defaults)
         self.last_paths = []
+        self.__dict__.update(transform_keeps(self))  # the transforms' counters, at their start
 
     @functools.cached_property
     def _last_reader(self):
@@ -322,15 +328,32 @@ def add_param_group(self, param_group):
     super(Optimizer, self).add_param_group(param_group)
 
 @patch_to(Optimizer)
+def state_dict(self):
+    "torch's state dict, plus what the transforms keep on the optimizer, once it has moved from its start (an untouched one is torch's exactly)"
+    return super(Optimizer, self).state_dict() | {k: getattr(self, k) for k, v in transform_keeps(self).items() if getattr(self, k) != v}
+
+@patch_to(Optimizer)
 def load_state_dict(self, state_dict):
-    "Load a checkpoint from optbook or from `torch.optim`: hyper-parameters it lacks take their defaults, then every group is checked"
+    "Load a checkpoint from optbook or from `torch.optim`: hyper-parameters it lacks take their defaults, the transforms' numbers it lacks their start; then every group is checked"
+    state_dict = dict(state_dict)
+    kept = {k: state_dict.pop(k, v) for k, v in transform_keeps(self).items()}
     super(Optimizer, self).load_state_dict(state_dict)
     for group in self.param_groups:
         for k, v in self.defaults.items(): group.setdefault(k, v)
         self._check(group)
+    self.__dict__.update(kept)
 
 @patch_to(Optimizer)
-def __getstate__(self): return super(Optimizer, self).__getstate__() | {k: self.__dict__[k] for k in ('steppers', 'transforms', 'hypers', 'last_paths')}  # torch keeps only its own keys
+def __getstate__(self):
+    "torch's pickled state, plus the engine's: steppers, transforms and what they keep (torch keeps only its own keys)"
+    keys = ('steppers', 'transforms', 'hypers', 'last_paths', *transform_keeps(self))
+    return super(Optimizer, self).__getstate__() | {k: self.__dict__[k] for k in keys}
+
+@patch_to(Optimizer)
+def __setstate__(self, state):
+    "torch's, then the transforms' numbers at their start where `state` lacks them (a pickle from before a transform kept them)"
+    super(Optimizer, self).__setstate__(state)
+    for k, v in transform_keeps(self).items(): self.__dict__.setdefault(k, v)
 
 # %% ../nbs/00_core.ipynb #d843dc0b
 def _real_view(p, state):

@@ -195,7 +195,7 @@ def lamb_clip_factor(grads:list, max_grad_norm:float|None) -> Tensor|None:
     norms = [n.to(grads[0].device) for n in torch._foreach_norm(grads)]
     return (torch.linalg.vector_norm(torch.stack(norms)) / max_grad_norm).clamp_(min=1.0)
 
-from .clipping import global_grad_norm, _sharded
+from .clipping import global_grad_norm, _sharded, _unhooked
 
 @grad_transform(max_grad_norm=Hyper(1.0, Maybe(Interval(0., lo_open=True)), "clip all gradients together to this global norm first (timm's formula); None: no clip"))
 def lamb_clip(opt, params, grads, max_grad_norm):
@@ -249,7 +249,7 @@ def step(self:LAMB, closure=None):
         with torch.enable_grad(): loss = closure()
     skipped = getattr(self, 'skipped_steps', 0)
     self._count_steps()
-    Optimizer.step(self)
+    _unhooked(Optimizer.step)(self)  # the engine's step without torch's hook wrapper: this step's hooks run once
     if getattr(self, 'skipped_steps', 0) > skipped:  # a transform refused the step (chapter 08's skip_nonfinite): it does not count
         for group in self.param_groups: group['step'] -= 1
     return loss

@@ -387,3 +387,15 @@ def test_lamb_takes_skip_nonfinite_and_keeps_its_own_clip():
         if torch.isfinite(g).all(): q.grad = g.double().clone(); ob.step()  # timm has no skip: step it only where ours steps
     _close(p.detach(), q.detach())
     assert oa.skipped_steps == 1
+
+
+def test_lamb_step_hooks_run_once_after_a_plain_optimizer():
+    "torch wraps a class's `step` with the hooks on its first instance; LAMB's step calls the engine's, wrapped too once a plain `Optimizer` exists: hooks must still run once per step"
+    from optbook.core import Optimizer, descend
+    Optimizer([nn.Parameter(torch.ones(1))], [descend], lr=0.1)  # wraps the engine's own `step`
+    assert getattr(Optimizer.step, 'hooked', False)
+    p = nn.Parameter(torch.ones(2)); p.grad = torch.ones(2)
+    opt, pre, post = optbook.LAMB([p], lr=0.1), [], []
+    opt.register_step_pre_hook(lambda o, *_: pre.append(1)); opt.register_step_post_hook(lambda o, *_: post.append(1))
+    opt.step(); opt.step()
+    assert pre == post == [1, 1] and opt.param_groups[0]['step'].item() == 2
