@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FUSED_DEVICES', 'BLOCK', 'kernel_ready', 'amp_args', 'fused_decay_', 'sgd_kernel', 'sgd_fused', 'adam_kernel',
            'adam_fused', 'rmsprop_fused', 'blocks', 'scratch', 'blocked_steppers', 'radam_fused', 'lars_ratios',
-           'host_ratios', 'lars_fused', 'whole_runs', 'scratch_like', 'lamb_fused', 'register_fused']
+           'host_ratios', 'lars_fused', 'scratch_like', 'lamb_fused', 'register_fused']
 
 # %% ../nbs/11_speed.ipynb #221d663d
 import math
@@ -174,12 +174,12 @@ def rmsprop_fused(opt, group, params, decoupled=False):
 # %% ../nbs/11_speed.ipynb #3120aa27
 BLOCK = 1 << 18  # numbers per block (1 MiB of float32 per list): fastest of 2**14 to 2**20 here (1 MiB of L2 per core, 32 MiB of L3) for centered RMSprop and LARS
 
-def blocks(lists, size=None):
-    "Aligned lists of same-shaped tensors (parameters, directions, states) cut into blocks of about `size` numbers (default `BLOCK`): yields (the lists of flat slices, the index of each slice's tensor); small tensors share a block, large ones are sliced"
+def blocks(lists, size=None, cut:bool=True):
+    "Aligned lists of same-shaped tensors (parameters, directions, states) cut into blocks of about `size` numbers (default `BLOCK`): yields (the lists of flat slices, the index of each slice's tensor); small tensors share a block, large ones are sliced unless `cut=False` (a block of whole tensors, for an update that needs each tensor's norm)"
     size, cur, idx, filled = size or BLOCK, [[] for _ in lists], [], 0
     for i, ts in enumerate(zip(*lists)):
         n = ts[0].numel()
-        if n <= size or not all(t.is_contiguous() for t in ts): pieces = [ts]  # a strided tensor stays whole: slicing its flat view would copy
+        if not cut or n <= size or not all(t.is_contiguous() for t in ts): pieces = [ts]  # a strided tensor stays whole: slicing its flat view would copy
         else:
             flat = [t.view(-1) for t in ts]
             pieces = [[f[a:a + size] for f in flat] for a in range(0, n, size)]
@@ -283,14 +283,6 @@ def lars_fused(opt, group, params):
     _keep(opt, params, seen)
 
 # %% ../nbs/11_speed.ipynb #1c795b49
-def whole_runs(ps, size=None) -> list:
-    "Consecutive indices into `ps` in runs of about `size` numbers (default `BLOCK`), no tensor cut: a trust ratio needs a whole update's norm"
-    runs, cur, n = [], [], 0
-    for i, p in enumerate(ps):
-        cur.append(i); n += p.numel()
-        if n >= (size or BLOCK): runs.append(cur); cur, n = [], 0
-    return runs + [cur] * bool(cur)
-
 def scratch_like(opt, ts) -> list:
     "Tensors shaped like `ts`, views of one `scratch` buffer kept on the optimizer (no fresh pages each step)"
     sizes = [t.numel() for t in ts]
@@ -323,8 +315,8 @@ def lamb_fused(opt, group, params):
         if wd == 0 and not group['always_adapt']:  # no trust ratio, no decay: Adam's step with LAMB's epsilon
             torch._fused_adam_(ps, gs, ms, vs, [], steps, lr=_on(lr, dev) / scale, **kw)
         else:
-            for run in whole_runs(ps):
-                _lamb_run(opt, group, *([xs[i] for i in run] for xs in (ps, gs, ms, vs, steps)), scale, kw)
+            for (bp, bg, bm, bv, bs), _ in blocks([ps, gs, ms, vs, steps], cut=False):  # whole tensors: a trust ratio needs a whole update's norm
+                _lamb_run(opt, group, bp, bg, bm, bv, bs, scale, kw)
         if scale != 1: torch._foreach_div_(ms, scale)
     _keep(opt, params, seen)
 

@@ -110,10 +110,12 @@ def test_lamb_runs_keep_tensors_whole(monkeypatch, cls, kw, cycle, path):
     import optbook.fused
     ref, _ = _run(cls, kw, cycle, (TENSOR, TENSOR), steps=15)
     monkeypatch.setattr(optbook.fused, 'BLOCK', 10)  # groups of 12 + 3 numbers (two runs) and 8 + 5 (one run of two tensors)
-    calls, real = [], optbook.fused.whole_runs
-    def whole_runs(ps, size=None):
-        out = real(ps, size); calls.append(([p.numel() for p in ps], out)); return out
-    monkeypatch.setattr(optbook.fused, 'whole_runs', whole_runs)
+    calls, real = [], optbook.fused.blocks
+    def blocks(lists, size=None, cut=True):
+        out = list(real(lists, size, cut))
+        if not cut: calls.append(([p.numel() for p in lists[0]], [idx for _, idx in out]))
+        return iter(out)
+    monkeypatch.setattr(optbook.fused, 'blocks', blocks)
     fused, rec = _run(cls, kw, cycle, (FUSED, FUSED), steps=15)
     assert calls and all(sorted(i for r in runs for i in r) == list(range(len(n))) for n, runs in calls)  # every tensor once, whole
     assert any(len(r) > 1 for _, runs in calls for r in runs) and any(len(runs) > 1 for _, runs in calls)  # shared runs, several runs
