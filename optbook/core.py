@@ -327,6 +327,7 @@ def add_param_group(self, param_group):
     self._check(self.defaults | {k: v for k, v in param_group.items() if k != 'params'})
     super(Optimizer, self).add_param_group(param_group)
 
+# %% ../nbs/00_core.ipynb #28021984c
 @patch_to(Optimizer)
 def state_dict(self):
     "torch's state dict, plus what the transforms keep on the optimizer, once it has moved from its start (an untouched one is torch's exactly)"
