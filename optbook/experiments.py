@@ -671,15 +671,15 @@ def warmup_experiment(out_dir=None, quick:bool=False, seeds=(0, 1, 2), steps:int
     summary = '; '.join(f"{m}: {', '.join(f'{by[m].count(v)} {v}' for v in ('trains', 'partly', 'stalls') if by[m].count(v))}" for m in methods)
     return ExperimentResult(rows, fig, f"out of {len(seeds)} seeds and {steps} steps -- {summary}")
 
-# %% ../nbs/12_distributed.ipynb #303667cf
+# %% ../nbs/14_shootout.ipynb #303667cf
 import time, functools, statistics, multiprocessing, concurrent.futures
 import torch
 from .learner import set_seed
 
-# %% ../nbs/12_distributed.ipynb #15eeb898
+# %% ../nbs/14_shootout.ipynb #15eeb898
 from .distributed import optimizer_classes
 
-# %% ../nbs/12_distributed.ipynb #11f7f673
+# %% ../nbs/14_shootout.ipynb #11f7f673
 _SHOOT_VARIANTS = {'SGD': {'SGD': {}, 'SGD momentum': dict(momentum=0.9), 'Nesterov': dict(momentum=0.9, nesterov=True)},
                    'Adam': {'Adam': {}, 'AMSGrad': dict(amsgrad=True)}, 'LARS': {'LARS': dict(momentum=0.9)}}
 _SHOOT_LEFT_OUT = ('SGDW', 'RMSpropW')  # the decoupled twins of SGD and RMSprop (chapter 6)
@@ -693,10 +693,10 @@ def shootout_optimizers(task:str|None=None) -> dict:
     if task in _SHOOT_CLIP: out |= {f'{l} + clip': (out[l][0], out[l][1] | dict(max_grad_norm=_SHOOT_CLIP[task])) for l in ('SGD momentum', 'Adam')}
     return out
 
-# %% ../nbs/12_distributed.ipynb #2f7db170
+# %% ../nbs/14_shootout.ipynb #2f7db170
 import dataclasses
 
-# %% ../nbs/12_distributed.ipynb #56f19b27
+# %% ../nbs/14_shootout.ipynb #56f19b27
 _SHOOT_BUDGET = dict(mnist1d_cnn=10, digits_mlp=20, char_lstm=1, tiny_transformer=250)  # epochs; the Transformer: steps
 
 def _shoot_task(name:str, quick:bool=False) -> BenchTask:
@@ -708,7 +708,7 @@ def _shoot_task(name:str, quick:bool=False) -> BenchTask:
         return dataclasses.replace(task, epochs=1, make_dls=lambda bs, seed: copy_dls(n_train=n * bs, n_valid=1000, seq_len=10, vocab=8, reverse=True, bs=bs, seed=seed))
     return dataclasses.replace(task, epochs=1 if quick else budget)
 
-# %% ../nbs/12_distributed.ipynb #898655c9
+# %% ../nbs/14_shootout.ipynb #898655c9
 def _shoot_fit(task, opt_func, lr, seed, schedule):
     learn = task.learner(opt_func, lr, seed=seed)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -734,14 +734,14 @@ def _shoot_worker(name:str, labels:list, seeds:tuple, quick:bool, num_it:int) ->
 
 def _shoot_opt(cls_name, kw, params, lr): return optimizer_classes()[cls_name](params, lr=lr, **kw)  # a picklable opt_func
 
-# %% ../nbs/12_distributed.ipynb #fc094a4c
+# %% ../nbs/14_shootout.ipynb #fc094a4c
 from .learner import smooth_losses
 
 def _shoot_steps_to(losses, target):
     "First step (1-based) whose smoothed loss is at most `target`, or None"
     return next((i for i, l in enumerate(smooth_losses(losses), 1) if l <= target), None)
 
-# %% ../nbs/12_distributed.ipynb #baf92f62
+# %% ../nbs/14_shootout.ipynb #baf92f62
 def _shoot_table(rows):
     "One row per task, optimizer and schedule: mean and spread over seeds, steps to target, time per step"
     target = {t: statistics.median(smooth_losses(r['losses'])[-1] for r in rows if r['task'] == t) for t in dict.fromkeys(r['task'] for r in rows)}
@@ -757,7 +757,7 @@ def _shoot_table(rows):
                           cpu_ms_step=round(statistics.fmean(r['cpu_ms_step'] for r in rs), 2)))
     return table, target
 
-# %% ../nbs/12_distributed.ipynb #e878b898
+# %% ../nbs/14_shootout.ipynb #e878b898
 def _shoot_figure(table):
     "One panel per task: final validation accuracy per optimizer, constant rate and 1cycle, the seeds' range as error bars"
     try: plt = _plt()
@@ -776,7 +776,7 @@ def _shoot_figure(table):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/12_distributed.ipynb #6fc28804
+# %% ../nbs/14_shootout.ipynb #6fc28804
 @experiment('shootout', "every optimizer of the book on the four bench tasks: lr_find's rate, constant and 1cycle, three seeds", minutes=15)
 def shootout(out_dir=None, quick:bool=False, # quick: 2 optimizers, 1 seed, a few steps: a check of the machinery
              seeds:tuple=(0, 1, 2), workers:int=2, # worker processes, one task each at a time

@@ -1,4 +1,4 @@
-"Chapter 12's shootout: its optimizer list follows the package, its table is computed as the chapter says, and a quick run works end to end."
+"Chapter 14's shootout: its optimizer list follows the package, its table is computed as the chapter says, and a quick run works end to end."
 import pytest
 from optbook.distributed import optimizer_classes
 from optbook.experiments import shootout, shootout_optimizers, _shoot_table
