@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'HYPER_DEFAULTS', 'GRADIENTS', 'LOSS_RANGE', 'TEST_FUNCTIONS', 'TRAJECTORY_PRESETS', 'DECAY_CHOICES',
-           'optimizer_hypers', 'make_optimizer', 'optimizer_path', 'canvas_png', 'BlitFigure', 'TrajectoryFigure',
-           'trajectory_explorer', 'one_cycle_curves', 'ScheduleFigure', 'schedule_explorer']
+           'optimizer_hypers', 'make_optimizer', 'optimizer_path', 'one_cycle_curves', 'canvas_png', 'BlitFigure',
+           'TrajectoryFigure', 'trajectory_explorer', 'ScheduleFigure', 'schedule_explorer']
 
 # %% ../nbs/07c_explorers.ipynb #d6aab83b
 import math, time, inspect, importlib, io
@@ -74,6 +74,22 @@ def optimizer_path(name:str, # a key of `OPTIMIZERS`
     path = torch.full((steps + 1, 2), math.nan, dtype=torch.float64)
     path[:len(points)] = torch.tensor(points, dtype=torch.float64)
     return path
+
+# %% ../nbs/07c_explorers.ipynb #45d2a890
+def one_cycle_curves(total_steps:int=100, # optimizer steps in the cycle
+                     max_lr:float=1., # the peak rate; the default gives the rate as a fraction of the peak
+                     **kwargs) -> tuple: # `OneCycle`'s other arguments: pct_start, div_factor, final_div_factor, anneal_strategy, ...
+    "The learning rate and momentum `OneCycle` gives an `SGD` at each of its `total_steps` steps, as two float64 tensors"
+    kwargs.setdefault('cycle_momentum', True)
+    p = torch.zeros(1, requires_grad=True)
+    opt = SGD([p], lr=max_lr, momentum=kwargs.get('max_momentum', 0.95))  # held there when cycle_momentum=False
+    sched = OneCycle(opt, max_lr, total_steps, **kwargs)
+    lrs, moms = [], []
+    for _ in range(total_steps):
+        lrs.append(opt.param_groups[0]['lr']); moms.append(opt.param_groups[0]['momentum'])
+        opt.step()  # no gradient: nothing moves, but torch wants a step before each sched.step()
+        sched.step()
+    return torch.tensor(lrs, dtype=torch.float64), torch.tensor(moms, dtype=torch.float64)
 
 # %% ../nbs/07c_explorers.ipynb #b54db77b
 def _need(module, who='optbook.explorers'):
@@ -244,22 +260,6 @@ def trajectory_explorer(f:str='quadratic', # the function shown first: a key of 
     for w in [*box.sliders.values(), *box.checks.values()]: w.observe(redraw, names='value')
     redraw()
     return box
-
-# %% ../nbs/07c_explorers.ipynb #45d2a890
-def one_cycle_curves(total_steps:int=100, # optimizer steps in the cycle
-                     max_lr:float=1., # the peak rate; the default gives the rate as a fraction of the peak
-                     **kwargs) -> tuple: # `OneCycle`'s other arguments: pct_start, div_factor, final_div_factor, anneal_strategy, ...
-    "The learning rate and momentum `OneCycle` gives an `SGD` at each of its `total_steps` steps, as two float64 tensors"
-    kwargs.setdefault('cycle_momentum', True)
-    p = torch.zeros(1, requires_grad=True)
-    opt = SGD([p], lr=max_lr, momentum=kwargs.get('max_momentum', 0.95))  # held there when cycle_momentum=False
-    sched = OneCycle(opt, max_lr, total_steps, **kwargs)
-    lrs, moms = [], []
-    for _ in range(total_steps):
-        lrs.append(opt.param_groups[0]['lr']); moms.append(opt.param_groups[0]['momentum'])
-        opt.step()  # no gradient: nothing moves, but torch wants a step before each sched.step()
-        sched.step()
-    return torch.tensor(lrs, dtype=torch.float64), torch.tensor(moms, dtype=torch.float64)
 
 # %% ../nbs/07c_explorers.ipynb #be9674ea
 class ScheduleFigure(BlitFigure):
