@@ -248,22 +248,9 @@ class _Clip:
         for g in self.param_groups: g.setdefault('max_grad_norm', max_grad_norm); g.setdefault('skip_nonfinite', skip_nonfinite)
         # a fused step that unscales by itself would receive scaled gradients: let the scaler unscale before step() instead
         if getattr(self, '_step_supports_amp_scaling', False): self._step_supports_amp_scaling = False
-    def __reduce__(self): return (_new_clipped, (self._opt_class,), self.__getstate__())  # the class is rebuilt, not looked up
-    def __getstate__(self): return super().__getstate__() | {'skipped_steps': self.skipped_steps}
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self.__dict__.setdefault('grad_norm', None); self.__dict__.setdefault('skipped_steps', 0)
     def add_param_group(self, param_group):
         _check_max_grad_norm(param_group.get('max_grad_norm'))
         super().add_param_group(param_group)
-    def state_dict(self): return super().state_dict() | {'skipped_steps': self.skipped_steps}
-    def load_state_dict(self, state_dict):
-        "Load a checkpoint of the class or of its clipped version; a torch checkpoint without our keys keeps this optimizer's values"
-        state_dict = dict(state_dict)
-        self.skipped_steps = state_dict.pop('skipped_steps', 0)
-        super().load_state_dict(state_dict)
-        for g in self.param_groups:
-            for k in ('max_grad_norm', 'skip_nonfinite'): g.setdefault(k, self.defaults[k])
 
 # %% ../nbs/08_clipping.ipynb #08031b2c
 def _clip_step(self, closure=None):
@@ -282,11 +269,6 @@ _Clip.step = _clip_step
 
 # %% ../nbs/08_clipping.ipynb #905aa849
 _clipped_classes = {}
-
-def _new_clipped(opt_class):
-    "An empty instance of `clipped(opt_class)`, for unpickling"
-    cls = clipped(opt_class)
-    return cls.__new__(cls)
 
 def clipped(opt_class:type # a `torch.optim.Optimizer` subclass, e.g. `torch.optim.AdamW`
            ) -> type:
@@ -365,3 +347,28 @@ def _gs_plot(self, axs=None, layers:int=6): # show the `layers` parameters with 
     return axs
 
 GradStats.plot = _gs_plot
+
+# %% ../nbs/08_clipping.ipynb #b0e2912d
+def _new_clipped(opt_class):
+    "An empty instance of `clipped(opt_class)`, for unpickling"
+    cls = clipped(opt_class)
+    return cls.__new__(cls)
+
+@patch_to(_Clip)
+def __reduce__(self): return (_new_clipped, (self._opt_class,), self.__getstate__())  # the class is rebuilt, not looked up
+@patch_to(_Clip)
+def __getstate__(self): return super(_Clip, self).__getstate__() | {'skipped_steps': self.skipped_steps}
+@patch_to(_Clip)
+def __setstate__(self, state):
+    super(_Clip, self).__setstate__(state)
+    self.__dict__.setdefault('grad_norm', None); self.__dict__.setdefault('skipped_steps', 0)
+@patch_to(_Clip)
+def state_dict(self): return super(_Clip, self).state_dict() | {'skipped_steps': self.skipped_steps}
+@patch_to(_Clip)
+def load_state_dict(self, state_dict):
+    "Load a checkpoint of the class or of its clipped version; a torch checkpoint without our keys keeps this optimizer's values"
+    state_dict = dict(state_dict)
+    self.skipped_steps = state_dict.pop('skipped_steps', 0)
+    super(_Clip, self).load_state_dict(state_dict)
+    for g in self.param_groups:
+        for k in ('max_grad_norm', 'skip_nonfinite'): g.setdefault(k, self.defaults[k])
