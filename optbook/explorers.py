@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'HYPER_DEFAULTS', 'GRADIENTS', 'LOSS_RANGE', 'TEST_FUNCTIONS', 'TRAJECTORY_PRESETS', 'DECAY_CHOICES',
-           'optimizer_hypers', 'make_optimizer', 'optimizer_path', 'one_cycle_curves', 'canvas_png', 'BlitFigure',
+           'optimizer_hypers', 'recipe_optimizer', 'optimizer_path', 'one_cycle_curves', 'canvas_png', 'BlitFigure',
            'TrajectoryFigure', 'trajectory_explorer', 'ScheduleFigure', 'schedule_explorer']
 
 # %% ../nbs/07c_explorers.ipynb #d6aab83b
@@ -33,10 +33,10 @@ def optimizer_hypers(name:str) -> tuple:
     if name not in OPTIMIZERS: raise ValueError(f"Invalid optimizer: {name!r}; it must be one of {list(OPTIMIZERS)}")
     return tuple(inspect.signature(OPTIMIZERS[name]).parameters)[1:]
 
-def make_optimizer(name:str, # a key of `OPTIMIZERS`
-                   params, # the parameters to optimize
-                   **hypers): # `lr` (required) and any of `optimizer_hypers(name)`; the others take `HYPER_DEFAULTS`
-    "The book's optimizer `name` over `params`"
+def recipe_optimizer(name:str, # a recipe's teaching name, a key of `OPTIMIZERS`: 'SGD', 'momentum', 'Nesterov', 'RMSprop', 'Adam'
+                     params, # the parameters to optimize
+                     **hypers): # `lr` (required) and any of `optimizer_hypers(name)`; the others take `HYPER_DEFAULTS`
+    "The book's optimizer that the recipe `name` builds over `params` from flat hyper-parameters (`beta1`, `beta2` for Adam's `betas`)"
     valid = optimizer_hypers(name)
     bad = [k for k in hypers if k not in valid]
     if bad: raise ValueError(f"Invalid hyper-parameter {bad[0]!r} for {name}; it takes {list(valid)}")
@@ -63,7 +63,7 @@ def optimizer_path(name:str, # a key of `OPTIMIZERS`
     if not isinstance(steps, int) or steps < 1: raise ValueError(f"Invalid steps: {steps!r}; it must be an int >= 1")
     p = torch.tensor(f.start if start is None else start, dtype=torch.float64).requires_grad_()
     if p.shape != (2,): raise ValueError(f"Invalid start: {start!r}; it must be a point (x, y)")
-    opt, grad = make_optimizer(name, [p], **hypers), GRADIENTS.get(f)
+    opt, grad = recipe_optimizer(name, [p], **hypers), GRADIENTS.get(f)
     points = [p.tolist()]
     for _ in range(steps):
         if grad is None: opt.zero_grad(); f(p).backward()
