@@ -172,6 +172,7 @@ def mnist1d_baselines(out_dir=None, quick:bool=False, # 2 epochs each: a check o
     return ExperimentResult(rows, fig, summary)
 
 # %% ../nbs/01d_experiments.ipynb #b93a6f2e
+# ---- Chapter 01d, the protocol: validation split, grids, runner, intervals ------------------------------
 import os, csv, random, multiprocessing, concurrent.futures
 from torch.utils.data import DataLoader, TensorDataset
 from .data import mnist1d, tensor_dls
@@ -265,6 +266,7 @@ def _progress(total:int, desc:str):
         def close(self): pass
     return Line()
 
+# %% ../nbs/01d_experiments.ipynb #a39b2a61
 def run_all(runs:list, # `Run`s; those already in the CSV are read back, not trained again
             run_fn, # Run -> [(split, metric, value)], a module-level function (worker processes import it by name)
             path, experiment:str, # the CSV, appended to as each run finishes, and the experiment column
@@ -448,6 +450,7 @@ import builtins
 if __name__ == '__main__' and not getattr(builtins, '__IPYTHON__', False): _cli()  # a notebook is also __main__
 
 # %% ../nbs/06_weight_decay.ipynb #79ed33f6
+# ---- Chapter 06, weight decay: wd-grid -------------------------------------------------------------------
 from .learner import SchedulerCallback
 from .momentum import SGD
 from .adam import Adam
@@ -520,6 +523,7 @@ def wd_grid(out_dir=None, quick:bool=False, # one epoch, one seed, two rates by 
     return ExperimentResult(rows + list(best.values()), fig, summary)
 
 # %% ../nbs/07a_schedules.ipynb #44d9ea37
+# ---- Chapter 07a, schedules: cyclical-momentum -----------------------------------------------------------
 from .momentum import SGD
 from .schedules import OneCycle  # also gives Learner.fit_one_cycle
 
@@ -563,6 +567,7 @@ def cyclical_momentum(out_dir=None, quick:bool=False, max_lr:float=0.3, seeds=No
     return ExperimentResult(rows, fig, f"{len(seeds)} seed(s), peak rate {max_lr:g}: {summary}")
 
 # %% ../nbs/07b_lr_finder.ipynb #1e433b8c
+# ---- Chapter 07b, the learning-rate finder: super-convergence --------------------------------------------
 import tempfile
 from pathlib import Path
 from .momentum import SGD
@@ -687,6 +692,7 @@ def super_convergence(out_dir=None, quick:bool=False, workers:int=2, # processes
     return res
 
 # %% ../nbs/08_clipping.ipynb #c7482d59
+# ---- Chapter 08, clipping: clipping ----------------------------------------------------------------------
 import math, time, torch
 from .clipping import GradStats, clipped
 from .learner import Callback, CancelFitException
@@ -777,6 +783,7 @@ def _clip_figure(runs, const, lrs, norms, seeds):
     return fig
 
 # %% ../nbs/09_lars.ipynb #6a85ca71
+# ---- Chapter 09, LARS and LAMB: large-batch --------------------------------------------------------------
 import math, dataclasses
 import torch
 from .learner import Learner, Callback, SchedulerCallback, set_seed
@@ -855,6 +862,7 @@ def large_batch(out_dir=None, quick:bool=False, batch_sizes:tuple=LB_BATCH_SIZES
     return res
 
 # %% ../nbs/10_radam.ipynb #758862f9
+# ---- Chapter 10, RAdam: warmup ---------------------------------------------------------------------------
 from .learner import Learner, SchedulerCallback, accuracy
 from .core import Optimizer
 from .radam import RAdam, adam_2k_steppers
