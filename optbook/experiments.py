@@ -391,14 +391,18 @@ def protocol_runs(experiment:str, run_fn, # the experiment's name (its CSV) and 
                   grid_seeds:tuple=(0, 1, 2), seeds:tuple=(0, 1, 2, 3, 4), # seeds of the rate search, and at the chosen rate
                   multiples:tuple=(1,), # also run these multiples of the chosen rate on every seed (e.g. (1, 3))
                   factor:float=3., workers:int=1, path=None, # default `results_dir()/experiment.csv`
-                  max_rates:int=10) -> list: # the most rates a grid grows to
+                  max_rates:int=10, # the most rates a grid grows to
+                  refine:bool=False) -> list: # then try the two rates halfway (in log) to the best one's neighbours
     "The protocol: tune each rate on the validation split (grids extended until the best is interior), then rerun the chosen rate on every seed"
     path = results_dir()/f'{experiment}.csv' if path is None else path
     def evaluate(todo):
         runs = [Run(*k, lr, s) for k, lrs in todo.items() for lr in lrs for s in grid_seeds]
         v = _values(run_all(runs, run_fn, path, experiment, workers), 'valid', 'accuracy')
         return {k: {lr: statistics.fmean(v[k][lr].values()) for lr in lrs} for k, lrs in todo.items()}
-    tune_grids(evaluate, grids, factor, max_rates=max_rates)
+    scores = tune_grids(evaluate, grids, factor, max_rates=max_rates)
+    if refine:  # a factor-3 grid can straddle a cliff: one more look at half the spacing, either side of each best
+        best = {k: max(s, key=lambda lr: _score(s[lr], True)) for k, s in scores.items()}
+        evaluate({k: [float(f'{b / math.sqrt(factor):.6g}'), float(f'{b * math.sqrt(factor):.6g}')] for k, b in best.items()})
     keys = {tuple(k) for k in grids}
     rows = [r for r in read_results(path) if (r['task'], r['method'], r['schedule'], r['budget']) in keys]
     rates = {k: lr for k, lr in tuned_rates(rows, min_seeds=len(grid_seeds), seeds=grid_seeds).items() if k in keys}
@@ -678,7 +682,8 @@ def super_convergence(out_dir=None, quick:bool=False, workers:int=2, # processes
         path = Path(tempfile.mkdtemp())/'super-convergence-quick.csv' if path is None else path
     path = results_dir()/'super-convergence.csv' if path is None else path
     import optbook.experiments as ox  # its run functions, which worker processes can import by name (a notebook's cannot be)
-    rows = protocol_runs('super-convergence', ox.sc_run, grids, grid_seeds, seeds, multiples, workers=workers, path=path, max_rates=3 if quick else 10)
+    rows = protocol_runs('super-convergence', ox.sc_run, grids, grid_seeds, seeds, multiples, workers=workers, path=path,
+                         max_rates=3 if quick else 10, refine=not quick)
     finder = run_all([Run('mnist1d_cnn', m, 'lr_find', num_it, 1e-7, s) for m in ('SGD momentum', 'Adam') for s in seeds],
                      ox.sc_finder_run, path, 'super-convergence', workers)
     rates = tuned_rates(rows, min_seeds=len(grid_seeds), seeds=grid_seeds)
