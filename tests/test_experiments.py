@@ -78,11 +78,13 @@ def test_run_experiment_reports_each_fit_on_stderr(capsys):
 def test_bench_is_shared_and_frozen():
     "One configuration per task; the chapters' experiments that predate it train on the same numbers"
     import dataclasses, inspect
-    from optbook.experiments import BENCH, super_convergence, warmup_run
+    from optbook.experiments import BENCH, PROTOCOL_TASKS, super_convergence, warmup_run
     assert [t.name for t in BENCH.tasks()] == ['mnist1d_cnn', 'digits_mlp', 'char_lstm', 'tiny_transformer']
     with pytest.raises(dataclasses.FrozenInstanceError): BENCH.mnist1d_cnn.bs = 128
-    sc = inspect.signature(super_convergence).parameters
-    assert sc['epochs'].default == BENCH.mnist1d_cnn.epochs and sc['seeds'].default == BENCH.mnist1d_cnn.seeds
+    pt = PROTOCOL_TASKS['mnist1d_cnn']  # the protocol's task: the bench's, with a validation split carved from its training set
+    assert (pt.bs, pt.make_model) == (BENCH.mnist1d_cnn.bs, BENCH.mnist1d_cnn.make_model)
+    assert len(pt.dls().train.dataset) + len(pt.dls().valid.dataset) == len(BENCH.mnist1d_cnn.dls().train.dataset)
+    assert len(inspect.signature(super_convergence).parameters['seeds'].default) >= 5
     wr = inspect.signature(warmup_run).parameters
     tt = BENCH.tiny_transformer
     assert (wr['bs'].default, wr['steps'].default) == (tt.bs, tt.epochs * len(tt.dls().train))
