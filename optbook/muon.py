@@ -96,6 +96,7 @@ muon_steppers = [ema_momentum, orthogonalize, decoupled_decay, muon_descend]
 
 class Muon(Optimizer, steppers=muon_steppers):
     "Muon (Jordan et al., 2024): each 2-D weight steps along its orthogonalized momentum; `torch.optim.Muon`'s arguments, defaults, state and results"
+    drop_in = False  # not for a whole model: hidden matrices only (chapter 12's generic harnesses leave it out)
     def __init__(self, params, # 2-D weights of hidden layers, or a list of parameter-group dicts (see `muon_param_groups`)
                  lr:float=1e-3, # learning rate $\gamma$
                  weight_decay:float=0.1, # decoupled decay $\lambda$: $W \leftarrow (1-\gamma\lambda) W$
