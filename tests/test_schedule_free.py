@@ -302,3 +302,13 @@ def test_recompute_bn_stats_is_the_average_over_the_batches():
 
 def test_top_level_api():
     assert optbook.AdamWScheduleFree is AdamWScheduleFree and optbook.SGDScheduleFree is SGDScheduleFree and optbook.recompute_bn_stats is recompute_bn_stats
+
+def test_experiment_callbacks_switch_modes_and_score_each_fraction():
+    from types import SimpleNamespace
+    from optbook.experiments import _ScheduleFreeModes, _AccuracyAt
+    assert _AccuracyAt(20).at == {5: 0.25, 10: 0.5, 15: 0.75, 20: 1.} and _AccuracyAt(4).at == {1: 0.25, 2: 0.5, 3: 0.75, 4: 1.}
+    p = nn.Parameter(torch.ones(2)); opt = AdamWScheduleFree([p])
+    cb = _ScheduleFreeModes(); cb.learn = SimpleNamespace(opt=opt)
+    cb.before_train(); assert opt.param_groups[0]['train_mode']
+    p.grad = torch.ones(2); opt.step()
+    cb.before_validate(); assert not opt.param_groups[0]['train_mode']
