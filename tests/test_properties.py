@@ -134,7 +134,7 @@ def problems(draw, name):
     tensor_lr = tensor_lr_ok and draw(st.booleans(), label='tensor lr')
     steps = draw(st.integers(1, 8), label='steps')
     swap = draw(st.none() | st.tuples(st.integers(1, max(1, steps - 1)), st.sampled_from(swaps), st.sampled_from(list(PATHS))), label='swap at, direction, new path')
-    scale = draw(st.sampled_from([1e-2, 1., 10.] if dtype is torch.float16 else [1e-3, 1., 1e2]), label='gradient scale')
+    scale = draw(st.sampled_from([10.] if dtype is torch.float16 else [1e-3, 1., 1e2]), label='gradient scale')  # half: (1 - beta2) g^2 must stay above 6e-5, where half's numbers get coarse
     skip = draw(st.sampled_from([0., 0.3]), label='skip probability')
     lr_change = draw(st.booleans(), label='lr changes between steps')
     seed = draw(st.integers(0, 2 ** 16), label='seed')
@@ -221,7 +221,7 @@ class Run:
             d = divergence(a, b)
             assert d <= tol, f"{what}: parameter {i} (shape {tuple(a.shape)}, layout {self.prob['specs'][i]['layout']}, grad layout {self.prob['specs'][i]['grad_layout']}) is {d:.3g} from the reference (tolerance {tol:.3g}); paths {self.opt.last_paths}"
             if (a.grad is None) != (b.grad is None) or (a.grad is not None and divergence(a.grad, b.grad) > tol):
-                raise AssertionError(f"{what}: the step changed parameter {i}'s gradient unlike the reference")
+                raise AssertionError(f"{what}: parameter {i}'s gradient after the step is not the reference's (torch's and timm's for-loops leave it alone)")
         for i, (x, base) in enumerate(zip(self.ours, self.bases)):
             if base is not x and base.numel() != x.numel():
                 assert not gaps(x, base).any(), f"{what}: a step wrote outside parameter {i}'s view of its buffer"
