@@ -263,6 +263,7 @@ class Optimizer(torch.optim.Optimizer):
     "A `torch.optim.Optimizer` whose update is `steppers` applied in order to each parameter with a gradient"
     foreach_tensor_hypers = False  # do the multi-tensor steppers take Tensor hyper-parameters? (else torch's rule: per-tensor path)
     fused_step = None  # the fused path, `fn(opt, group, params)`, where an optimizer has one
+    scalar_state = ('step',)  # state keys that hold one number per parameter (a counter); every other state tensor has the parameter's shape
 
     def __init__(self, params, steppers, *, transforms=(), **hypers):
         self.steppers = list(steppers)
@@ -417,9 +418,14 @@ def choose_path(self, group, params=()) -> str:
     if any(p.layout is not torch.strided for p in params): return 'tensor'
     plain = all(type(p) in (Tensor, nn.Parameter) for p in params)  # torch's rule for default kernels: not a DTensor or another subclass
     if self.fused_step is not None and (group['fused'] or (group['fused'] is None and group['foreach'] is None and plain and self.fused_by_default(group))): return 'fused'
+    return self._unfused_path(group)  # fused=True without a fused path here: the fastest path there is
+
+@patch_to(Optimizer)
+def _unfused_path(self, group) -> str:
+    "'foreach' or 'tensor': the path of `group` without its fused kernel"
     if group['foreach'] is False or not self.has_foreach: return 'tensor'
     if not group['capturable'] and not self.foreach_tensor_hypers and _has_tensor(group, self.hypers): return 'tensor'  # torch's rule
-    return 'foreach'  # fused=True without a fused path here: the fastest path there is
+    return 'foreach'
 
 @patch_to(Optimizer)
 def fused_by_default(self, group) -> bool:
@@ -430,6 +436,34 @@ def fused_by_default(self, group) -> bool:
 def __repr__(self):
     paths = ', '.join(self.choose_path(g) for g in self.param_groups)
     return f"{super(Optimizer, self).__repr__()}\nStep path per group: {paths}"
+
+# %% ../nbs/00_core.ipynb #a7c1e0f2
+def _dense(t) -> bool:
+    "Does `t` fill its memory without gaps or overlap, contiguous in some order of its dimensions (channels_last, a transpose)?"
+    if t.is_contiguous() or t.numel() == 0: return True
+    expect = 1
+    for stride, n in sorted((s, n) for s, n in zip(t.stride(), t.shape) if n != 1):
+        if stride != expect: return False
+        expect *= n
+    return True
+
+def _same_layout(t, p) -> bool:
+    "Has `t` the shape of `p` and its order in memory (equal strides wherever a dimension holds more than one number)?"
+    if t.shape != p.shape: return False
+    return (t.is_contiguous() and p.is_contiguous()) or all(a == b for a, b, n in zip(t.stride(), p.stride(), p.shape) if n != 1)
+
+@patch_to(Optimizer)
+def kernel_fits(self, p) -> bool:
+    "Can a fused kernel take `p`? `p` dense, its gradient and every per-element state laid out as `p`, every counter one number"
+    contiguous = p.is_contiguous() and p.grad.is_contiguous()  # the common case, with the cheapest checks: this runs every step
+    if not contiguous and not (_dense(p) and _same_layout(p.grad, p)): return False
+    n = p.numel()
+    for k, v in self.state.get(p, {}).items():
+        if not isinstance(v, Tensor): continue
+        if k in self.scalar_state: fits = v.numel() == 1
+        else: fits = v.is_contiguous() and v.numel() == n if contiguous else _same_layout(v, p)  # contiguous tensors of one size are walked alike
+        if not fits: return False
+    return True
 
 # %% ../nbs/00_core.ipynb #60dbde7d
 @patch_to(Optimizer)
@@ -449,7 +483,7 @@ def step(self, closure=None):
         if not params: continue
         path = self.choose_path(group, params)
         self.last_paths.append(path)
-        if path == 'fused': self.fused_step(group, params)
+        if path == 'fused': self._step_fused(group, params)
         elif path == 'foreach': self._step_foreach(group, params)
         else: self._step_tensor(group, params)
     return loss
@@ -459,6 +493,19 @@ def _transform(self, todo):
     "Run the whole-optimizer transforms over every gradient; True when one asks to skip this step"
     params, first = [p for _, ps in todo for p in ps], self.param_groups[0]
     return any(t(self, params, [p.grad for p in params], **{k: first[k] for k in t.hypers}) for t in self.transforms)
+
+# %% ../nbs/00_core.ipynb #a7c1e0f6
+@patch_to(Optimizer)
+def _step_fused(self, group, params):
+    "The fused kernel on the tensors it fits, the multi-tensor or per-tensor path on the others"
+    fits = [self.kernel_fits(p) for p in params]
+    if any(fits): self.fused_step(group, [p for p, f in zip(params, fits) if f])
+    if all(fits): return
+    other, now = self._unfused_path(group), self.last_paths[-1] if any(fits) else None
+    self.last_paths[-1] = other if now in (None, other) else f"{now}+{other}"
+    rest = [p for p, f in zip(params, fits) if not f]
+    if other == 'foreach': self._step_foreach(group, rest)
+    else: self._step_tensor(group, rest)
 
 # %% ../nbs/00_core.ipynb #68ed2e57
 def param_notes(fn) -> dict:
