@@ -215,7 +215,7 @@ class Run:
 
     def check(self, t, what):
         "Parameters and gradients equal to the reference's within the dtype's tolerance; the buffers' other elements untouched"
-        tol = tolerance(self.prob['dtype'], t + 1)
+        tol = tolerance(self.prob['dtype'], t + 1, self.prob['tensor_lr'])
         for i, (a, b) in enumerate(zip(self.ours, self.theirs)):
             assume(bool(torch.isfinite(b).all()))  # the reference itself blew up: this example says nothing
             d = divergence(a, b)
