@@ -292,8 +292,8 @@ class Optimizer(torch.optim.Optimizer):
 
 # %% ../nbs/00_core.ipynb #189ee12b
 @patch_to(Optimizer)
-def _check(self, group):
-    "Raise naming any hyper-parameter of `group` outside its valid range, or a combination torch refuses"
+def _check(self, group, first=None):
+    "Raise naming any hyper-parameter of `group` outside its valid range, or a combination torch refuses; `first`: the group whose whole-optimizer settings every group shares (default: this optimizer's first)"
     for k, h in self.hypers.items(): h.check(k, group[k])
     if group['fused'] and group['foreach']: raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if group['fused'] and group['differentiable']: raise RuntimeError("`fused` does not support `differentiable`")
@@ -303,10 +303,10 @@ def _check(self, group):
     k = _has_tensor(group, self.hypers)
     if k and group['foreach'] and not group['capturable'] and not self.foreach_tensor_hypers:
         raise ValueError(f"{k} as a Tensor is not supported for capturable=False and foreach=True")
-    first = getattr(self, 'param_groups', None)
+    first = first or (self.param_groups[0] if getattr(self, 'param_groups', None) else None)
     for k in (k for t in self.transforms for k in t.hypers):
-        if first and not _same(group[k], first[0][k]):
-            raise ValueError(f"Invalid {k}: {group[k]!r} in a parameter group; {k} applies to the whole optimizer, so every group must have {first[0][k]!r}")
+        if first and not _same(group[k], first[k]):
+            raise ValueError(f"Invalid {k}: {group[k]!r} in a parameter group; {k} applies to the whole optimizer, so every group must have {first[k]!r}")
     self.check_group(group)
 
 def _to_scalar(v):
@@ -336,14 +336,18 @@ def state_dict(self):
 
 @patch_to(Optimizer)
 def load_state_dict(self, state_dict):
-    "Load a checkpoint from optbook or from `torch.optim`: hyper-parameters it lacks take their defaults, the transforms' numbers it lacks their start; then every group is checked"
+    "Load a checkpoint from optbook or from `torch.optim`: hyper-parameters it lacks take their defaults, the transforms' numbers it lacks their start; all checked before anything changes"
     state_dict = dict(state_dict)
     kept = {k: state_dict.pop(k, v) for k, v in transform_keeps(self).items()}
-    super(Optimizer, self).load_state_dict(state_dict)
-    for group in self.param_groups:
-        for k, v in self.defaults.items(): group.setdefault(k, v)
-        self._check(group)
-    self.__dict__.update(kept)
+    groups = state_dict['param_groups'] = [self.defaults | g for g in state_dict['param_groups']]  # torch's load_state_dict post-hooks see them complete
+    for group in groups: self._check(group, first=groups[0])
+    self._check_state_shapes(state_dict)
+    before = {k: getattr(self, k) for k in kept}
+    self.__dict__.update(kept)  # before torch's post-hooks run
+    try: super(Optimizer, self).load_state_dict(state_dict)
+    except BaseException:
+        self.__dict__.update(before)
+        raise
 
 @patch_to(Optimizer)
 def __getstate__(self):
@@ -356,6 +360,21 @@ def __setstate__(self, state):
     "torch's, then the transforms' numbers at their start where `state` lacks them (a pickle from before a transform kept them)"
     super(Optimizer, self).__setstate__(state)
     for k, v in transform_keeps(self).items(): self.__dict__.setdefault(k, v)
+
+# %% ../nbs/00_core.ipynb #b2c1e0f2
+@patch_to(Optimizer)
+def _check_state_shapes(self, state_dict):
+    "Raise naming the group, parameter, state key and both shapes where a checkpoint's state tensor does not fit its parameter"
+    saved = state_dict['param_groups']
+    if len(saved) != len(self.param_groups) or any(len(s['params']) != len(g['params']) for s, g in zip(saved, self.param_groups)): return  # torch's check says so
+    for gi, (s, g) in enumerate(zip(saved, self.param_groups)):
+        for i, (pid, p) in enumerate(zip(s['params'], g['params'])):
+            for k, v in state_dict['state'].get(pid, {}).items():
+                if not isinstance(v, Tensor): continue
+                scalar = k in self.scalar_state
+                if (v.numel() != 1) if scalar else (v.shape != p.shape):
+                    want = 'one number' if scalar else f"its parameter's shape {tuple(p.shape)}"
+                    raise ValueError(f"Invalid checkpoint: state {k!r} of parameter {i} in group {gi} has shape {tuple(v.shape)}; it must be {want}")
 
 # %% ../nbs/00_core.ipynb #d843dc0b
 def _real_view(p, state):
