@@ -22,7 +22,7 @@ hypothesis = pytest.importorskip('hypothesis')  # a dev dependency (settings.ini
 from hypothesis import given, settings, note, assume, HealthCheck, strategies as st
 timm_optim = pytest.importorskip('timm.optim')
 
-PROFILES = {'default': dict(steps=60, corrupt=20), 'slow': dict(steps=600, corrupt=200)}
+PROFILES = {'default': dict(steps=60, corrupt=20), 'slow': dict(steps=600, corrupt=200)}  # examples per class: stepped runs, corrupted checkpoints
 PROFILE = os.environ.get('HYPOTHESIS_PROFILE', 'default')
 RUN = PROFILES[PROFILE]
 
