@@ -166,7 +166,7 @@ class Run:
         self.ours, self.bases = [nn.Parameter(x) for x, _ in ours], [b for _, b in ours]
         self.theirs = [nn.Parameter(x) for x, _ in theirs]
         for p, s in zip(self.ours, prob['specs']): assert p.stride() == laid_out(torch.zeros(s['shape']), s['layout'])[0].stride(), 'nn.Parameter kept the layout'
-        self.opt = self.build(self.cls, self.ours, PATHS[prob['path']])
+        self.opt, self.path = self.build(self.cls, self.ours, PATHS[prob['path']]), prob['path']
         self.ref = self.build(self.make_ref, self.theirs, {})
         self.lrs = [g['lr'] for g in self.ref.param_groups]
         self.lrs = [float(x) for x in self.lrs]
@@ -211,7 +211,17 @@ class Run:
             new = self.build(self.cls, self.ours, PATHS[path])
             new.load_state_dict(copy.deepcopy(sd))
             for g in new.param_groups: g.update(GROUP_FLAGS[path])
-            self.opt = new
+            self.opt, self.path = new, path
+
+    def check_paths(self, what):
+        "`last_paths` owns up to a fallback: a group holding a tensor no kernel can walk (a non-dense parameter or gradient) is never recorded as all 'fused'"
+        stepped = [g for g in self.opt.param_groups if any(p.grad is not None for p in g['params'])]
+        assert len(stepped) == len(self.opt.last_paths), (what, self.opt.last_paths)
+        spec = {id(p): s for p, s in zip(self.ours, self.prob['specs'])}
+        for g, path in zip(stepped, self.opt.last_paths):
+            misfits = [p for p in g['params'] if p.grad is not None and not (p.is_contiguous() and p.grad.is_contiguous())
+                       and 'sliced' in (spec[id(p)]['layout'], spec[id(p)]['grad_layout']) and p.shape[-1] > 1]  # every other element: not dense
+            assert not (misfits and path == 'fused'), f"{what}: a group with a non-dense tensor of shape {tuple(misfits[0].shape) if misfits else ''} is recorded as {path!r}"
 
     def check(self, t, what, grads=True):
         "Parameters and gradients equal to the reference's within the dtype's tolerance; the buffers' other elements untouched"
@@ -254,6 +264,7 @@ def run_problem(prob):
         run.assign(run.ours, gs); run.assign(run.theirs, gs)
         run.opt.step(); run.ref.step()
         run.check(t, f"step {t + 1}")
+        run.check_paths(f"step {t + 1}")
 
 @pytest.mark.parametrize('name', list(CLASSES))
 def test_every_step_equals_the_reference(name):
