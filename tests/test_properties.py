@@ -17,7 +17,8 @@ still the reference's. It never steps on a checkpoint that was accepted: on code
 the process (a state of shape (1,) in a fused kernel reads and writes out of bounds).
 
 Profiles: `default` (the default test command: derandomized, no database, so CI sees the same examples every run) and
-`slow` (`HYPOTHESIS_PROFILE=slow`, run by `make slow`). Examples per class are in `PROFILES`."""
+`slow` (`HYPOTHESIS_PROFILE=slow`, run by `make slow`: fresh random examples each run). Examples per class are in
+`PROFILES`; `--hypothesis-show-statistics` prints how many ran (and how many were set aside by an `assume`)."""
 import copy, inspect, math, os, re
 import pytest, torch
 from torch import nn
@@ -277,11 +278,9 @@ def run_problem(prob):
         run.check_paths(f"step {t + 1}")
 
 @pytest.mark.parametrize('name', list(CLASSES))
-def test_every_step_equals_the_reference(name):
-    @_settings(RUN['steps'])
-    @given(st.data())
-    def check(data): run_problem(data.draw(problems(name), label='problem'))
-    check()
+@_settings(RUN['steps'])
+@given(data=st.data())
+def test_every_step_equals_the_reference(name, data): run_problem(data.draw(problems(name), label='problem'))
 
 # ---------------------------------------------------------------- corrupted checkpoints
 CORRUPTIONS = ('shape (1,)', 'flattened', 'extra dim', "another parameter's shape", 'missing key')
@@ -365,8 +364,6 @@ def run_corruption(prob, rng):
         run.check(t, f"step {t + 1}, after {tried} refused checkpoints", grads=False)  # the gradients are the other test's business
 
 @pytest.mark.parametrize('name', list(CLASSES))
-def test_a_corrupted_checkpoint_is_refused(name):
-    @_settings(RUN['corrupt'])
-    @given(st.data())
-    def check(data): run_corruption(*data.draw(corrupted(name), label='corrupted'))
-    check()
+@_settings(RUN['corrupt'])
+@given(data=st.data())
+def test_a_corrupted_checkpoint_is_refused(name, data): run_corruption(*data.draw(corrupted(name), label='corrupted'))
