@@ -192,8 +192,13 @@ def _radam_updates(ps, states, lr, betas, eps, threshold, below):
     if ada:
         denom = torch._foreach_sqrt([states[i]['exp_avg_sq'] for i in ada])
         torch._foreach_add_(denom, eps)
-        sizes = [-lr * _rect_scalar(rhos[i], rho_inf(beta2)) * (1 - beta2 ** ts[i]) ** 0.5 / (1 - beta1 ** ts[i]) for i in ada]
-        torch._foreach_addcdiv_([ps[i] for i in ada], [states[i]['exp_avg'] for i in ada], denom, sizes)
+        if isinstance(lr, Tensor):  # addcdiv's sizes must be numbers: torch's order instead, so that a float32 rate rounds as in torch
+            sizes = [(1 - beta2 ** ts[i]) ** 0.5 * (lr * _rect_scalar(rhos[i], rho_inf(beta2)) / (1 - beta1 ** ts[i])) * -1 for i in ada]
+            torch._foreach_div_(denom, sizes); torch._foreach_reciprocal_(denom)
+            torch._foreach_addcmul_([ps[i] for i in ada], [states[i]['exp_avg'] for i in ada], denom)
+        else:
+            sizes = [-lr * _rect_scalar(rhos[i], rho_inf(beta2)) * (1 - beta2 ** ts[i]) ** 0.5 / (1 - beta1 ** ts[i]) for i in ada]
+            torch._foreach_addcdiv_([ps[i] for i in ada], [states[i]['exp_avg'] for i in ada], denom, sizes)
     if mom:
         steps = torch._foreach_mul([states[i]['exp_avg'] for i in mom], [-lr / (1 - beta1 ** ts[i]) for i in mom])
         torch._foreach_add_([ps[i] for i in mom], steps)
@@ -226,6 +231,7 @@ radam_steppers = [maximize, count_step, adam_weight_decay, ema_grad, ema_sq_grad
 
 class RAdam(Optimizer, steppers=radam_steppers):
     "Rectified Adam (Liu et al., 2020), equal to `torch.optim.RAdam`: its arguments, defaults, state names and numbers"
+    foreach_tensor_hypers = True  # its multi-tensor steppers take a Tensor lr, as torch's do
     def __init__(self, params,
                  lr:float=1e-3, # learning rate $\eta$
                  betas:tuple=(0.9, 0.999), # decay rates $(\beta_1, \beta_2)$ of the averages of $g$ and $g^2$

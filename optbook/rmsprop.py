@@ -74,7 +74,8 @@ def _rmsprop_step(ps, gs, states, lr, eps, momentum, centered):
 rmsprop_steppers = [maximize, count_step, l2_decay, rms_square_avg, rms_grad_avg, rmsprop_step]
 
 class RMSprop(Optimizer, steppers=rmsprop_steppers):
-    "RMSProp (Tieleman & Hinton, 2012), equal to `torch.optim.RMSprop`: its arguments, defaults, state names and numbers"
+    "RMSProp (Tieleman & Hinton, 2012), equal to `torch.optim.RMSprop`: its arguments (in torch's positional order), defaults, state names and numbers"
+    foreach_tensor_hypers = True  # its multi-tensor steppers take a Tensor lr, as torch's do
     def __init__(self, params,
                  lr:float=1e-2, # learning rate $\eta$
                  alpha:float=0.99, # decay rate $\alpha$ of the running averages
@@ -82,11 +83,11 @@ class RMSprop(Optimizer, steppers=rmsprop_steppers):
                  weight_decay:float=0, # $\lambda$: L2 penalty added to the gradient
                  momentum:float=0, # $\mu$: momentum of the scaled gradients
                  centered:bool=False, # divide by the standard deviation of the gradients (Graves, 2013)
-                 *, maximize:bool=False, # ascend instead of descend
-                 foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
-                 fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
                  capturable:bool=False, # keep every quantity on the device: a step without host syncs (CUDA graphs)
+                 foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
+                 maximize:bool=False, # ascend instead of descend
                  differentiable:bool=False, # not supported: a clear error says what to use instead
+                 *, fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
                  **more): # keywords of whole-optimizer transforms (`max_grad_norm`, chapter 08)
         super().__init__(params, rmsprop_steppers, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, **more, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)
