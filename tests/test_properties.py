@@ -11,9 +11,9 @@ own readable per-tensor path (`foreach=False, fused=False`) for SGDW and RMSprop
 each parameter within the dtype's tolerance of the reference's (tests/layouts.py says why each), each gradient as the
 reference leaves it, the buffer elements a sliced or offset parameter does not view untouched, and `last_paths` never
 calling a group 'fused' while it holds a tensor no kernel can walk. A second property corrupts checkpoints (a state of
-shape (1,), flattened, with an extra dim, of another parameter's shape, or missing a key) and expects a ValueError
-that names the group, the parameter, the key and both shapes, with the optimizer's state untouched and its next steps
-still the reference's. It never steps on a checkpoint that was accepted: on code without the check that could crash
+shape (1,), flattened, with an extra dim or of another parameter's shape; a missing key; a step counter of two numbers)
+and expects a ValueError that names the group, the parameter, the key (and both shapes where a shape is wrong), with the
+optimizer's state untouched and its next steps still the reference's. It never steps on a checkpoint that was accepted: on code without the check that could crash
 the process (a state of shape (1,) in a fused kernel reads and writes out of bounds).
 
 Profiles: `default` (the default test command: derandomized, no database, so CI sees the same examples every run) and
@@ -283,7 +283,8 @@ def run_problem(prob):
 def test_every_step_equals_the_reference(name, data): run_problem(data.draw(problems(name), label='problem'))
 
 # ---------------------------------------------------------------- corrupted checkpoints
-CORRUPTIONS = ('shape (1,)', 'flattened', 'extra dim', "another parameter's shape", 'missing key')
+CORRUPTIONS = ('shape (1,)', 'flattened', 'extra dim', "another parameter's shape", 'missing key', 'counter of shape (2,)')
+NAMES_SHAPES = CORRUPTIONS[:4]  # their errors name both shapes; a missing key or a counter that is not one number: key, group and parameter say it
 
 def _shape_text(shape):
     "The ways a message may write a shape: (4, 3), [4, 3], torch.Size([4, 3])"
@@ -320,6 +321,10 @@ def corrupt(sd, params, kind, rng):
         key = rng.choice(sorted(k for k in state if not (k == 'step' and 'step' in sd['param_groups'][where[idx][0]])))  # LAMB's count lives in the group (timm's): a tensor's copy of it is rebuilt each step
         del bad['state'][idx][key]
         return bad, *where[idx], idx, key, None, tuple(p.shape)
+    if kind == 'counter of shape (2,)':  # a step counter must be one number: a fused kernel reads one
+        if not isinstance(state.get('step'), torch.Tensor) or 'step' in sd['param_groups'][where[idx][0]]: return None
+        bad['state'][idx]['step'] = state['step'].reshape(1).repeat(2)
+        return bad, *where[idx], idx, 'step', (2,), ()
     if not per_element: return None
     key, v = rng.choice(per_element), None
     x = state[key]
@@ -354,7 +359,7 @@ def run_corruption(prob, rng):
         else: raise AssertionError(f"load_state_dict accepted a checkpoint: {what}")  # never step on it: on main that may crash the process
         assert key in msg and 'group' in msg, f"{what}: the error does not name the key and the group: {msg!r}"
         assert re.search(rf'\b{group}\b', msg) and (re.search(rf'\b{pos}\b', msg) or re.search(rf'\b{idx}\b', msg)), f"{what}: the error does not name group {group} and parameter {pos} (or {idx}): {msg!r}"
-        for shape in ((good_shape, bad_shape) if bad_shape is not None else ()):  # a missing key: the key, group and parameter say it all
+        for shape in ((good_shape, bad_shape) if kind in NAMES_SHAPES else ()):
             assert any(t in msg for t in _shape_text(shape)), f"{what}: the error does not name the shape {shape}: {msg!r}"
         assert _same_state(run.opt.state_dict(), sd), f"{what}: the refused checkpoint changed the optimizer's state"
     assume(tried)
