@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['IMPLEMENTATION', 'DEFAULT_TRANSFORMS', 'raises', 'patch_to', 'patch', 'default_device', 'Interval', 'Flag', 'Pair',
-           'Hyper', 'Maybe', 'OneOf', 'Stepper', 'stepper', 'descend', 'maximize', 'count_step', 'near_miss',
-           'GradTransform', 'grad_transform', 'transform_keeps', 'register_transform', 'Optimizer', 'param_notes',
-           'optimizer_doc', 'max_divergence']
+           'Hyper', 'Maybe', 'OneOf', 'Stepper', 'stepper', 'no_host_reads', 'traced_tensor', 'counter_value',
+           'descend', 'maximize', 'count_step', 'near_miss', 'GradTransform', 'grad_transform', 'transform_keeps',
+           'register_transform', 'Optimizer', 'param_notes', 'optimizer_doc', 'max_divergence']
 
 # %% ../nbs/00_core.ipynb #61553d63
 import math, numbers, functools, inspect, io, textwrap, tokenize
@@ -146,14 +146,30 @@ def stepper(**hypers):
     "Decorator: make a function a `Stepper` that reads `hypers` (name=`Hyper`)"
     return lambda fn: Stepper(fn, hypers)
 
+# %% ../nbs/00_core.ipynb #c3d1e0f2
+def no_host_reads(capturable=False) -> bool:
+    "Must a step keep every quantity a tensor? With `capturable`, and under `torch.compile`, where reading a number back from a tensor breaks the graph"
+    return capturable or torch.compiler.is_compiling()
+
+def traced_tensor(x) -> bool:
+    "Is `x` a Tensor inside `torch.compile`'s trace? There it cannot become a Python number (an `alpha=` or `value=`) without breaking the graph"
+    return isinstance(x, Tensor) and torch.compiler.is_compiling()
+
+def counter_value(t):
+    "A step counter as a number for a step's host arithmetic (a CPU tensor: no device sync); under `torch.compile` the tensor itself (torch's `_get_value`)"
+    return t if torch.compiler.is_compiling() else t.item()
+
 # %% ../nbs/00_core.ipynb #99424721
 @stepper(lr=Hyper(1e-3, Interval(0.), 'learning rate'))
 def descend(p, g, state, lr):
     "Move `p` against the direction: $\\theta \\leftarrow \\theta - \\eta\\, g$"
-    p.add_(g, alpha=-lr)
+    if traced_tensor(lr): p.add_(g * -lr)  # the same products: `alpha` must be a number, read back from a Tensor
+    else: p.add_(g, alpha=-lr)
 
 @descend.foreach
-def _descend(ps, gs, states, lr): torch._foreach_add_(ps, gs, alpha=-lr)
+def _descend(ps, gs, states, lr):
+    if traced_tensor(lr): torch._foreach_add_(ps, torch._foreach_mul(gs, -lr))
+    else: torch._foreach_add_(ps, gs, alpha=-lr)
 
 # %% ../nbs/00_core.ipynb #5df91444
 @stepper(maximize=Hyper(False, Flag(), 'ascend instead of descend'))
@@ -279,7 +295,7 @@ class Optimizer(torch.optim.Optimizer):
         self.last_paths = []
         self.__dict__.update(transform_keeps(self))  # the transforms' counters, at their start
 
-    @functools.cached_property
+    @property  # not a cached_property: its lock is a context manager torch.compile cannot enter
     def _last_reader(self):
         "Index of the last stepper that reads the direction: after it, the direction's memory can go"
         return max((i for i, s in enumerate(self.steppers) if s.reads_direction), default=-1)
@@ -398,12 +414,12 @@ def _kwargs(self, group): return [{k: group[k] for k in s.hypers} for s in self.
 @patch_to(Optimizer)
 def _step_tensor(self, group, params):
     "The readable path: every stepper on one tensor at a time"
-    kwargs = self._kwargs(group)
+    kwargs, last = self._kwargs(group), self._last_reader
     for p in params:
         q, state = _real_view(p, self.state[p])
         g = q.grad
         for i, (s, kw) in enumerate(zip(self.steppers, kwargs)):
-            if i > self._last_reader: g = None  # no name keeps the direction alive after its last reader
+            if i > last: g = None  # no name keeps the direction alive after its last reader
             g = _next(s(q, g, state, **kw), g)
         _keep_state(self, p, state)
 
@@ -415,12 +431,12 @@ def _next(out, g):
 @patch_to(Optimizer)
 def _step_foreach(self, group, params):
     "The multi-tensor path: every stepper on lists of tensors that share a device and dtype"
-    kwargs, seen = self._kwargs(group), [_real_view(p, self.state[p]) for p in params]
+    kwargs, seen, last = self._kwargs(group), [_real_view(p, self.state[p]) for p in params], self._last_reader
     for items in _by_device_dtype_pairs(seen):
         ps, states = [q for q, _ in items], [s for _, s in items]
         gs = [q.grad for q in ps]
         for i, (s, kw) in enumerate(zip(self.steppers, kwargs)):
-            if i > self._last_reader: gs = None  # as torch.optim frees its gradient copies before the update
+            if i > last: gs = None  # as torch.optim frees its gradient copies before the update
             gs = _next(s.foreach_fn(ps, gs, states, **kw), gs)
     for p, (_, state) in zip(params, seen): _keep_state(self, p, state)
 
@@ -435,6 +451,7 @@ def _by_device_dtype_pairs(seen):
 def choose_path(self, group, params=()) -> str:
     "The path a step of `group` takes: 'fused', 'foreach' or 'tensor', from its `fused`/`foreach` settings and the tensors at hand"
     if any(p.layout is not torch.strided for p in params): return 'tensor'
+    if torch.compiler.is_compiling(): return self._unfused_path(group)  # compiled from the steppers: the fused paths do host arithmetic
     plain = all(type(p) in (Tensor, nn.Parameter) for p in params)  # torch's rule for default kernels: not a DTensor or another subclass
     if self.fused_step is not None and (group['fused'] or (group['fused'] is None and group['foreach'] is None and plain and self.fused_by_default(group))): return 'fused'
     return self._unfused_path(group)  # fused=True without a fused path here: the fastest path there is

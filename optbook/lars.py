@@ -156,13 +156,13 @@ def _lamb_ema_grad(ps, gs, states, betas, grad_averaging):
          bias_correction=Hyper(True, Flag(), 'divide the moments by 1 - beta**t'))
 def lamb_direction(p, g, state, betas, eps, bias_correction):
     "Adam's direction $\\hat m / (\\sqrt{\\hat v} + \\epsilon)$ as a new tensor, $t$ from `state['step']` (the group's count)"
-    t = state['step'].item()  # a CPU tensor: no device sync
+    t = counter_value(state['step'])  # a CPU tensor: no device sync
     bc1, bc2 = (1 - betas[0] ** t, 1 - betas[1] ** t) if bias_correction else (1., 1.)
     return (state['exp_avg'] / bc1).div_((state['exp_avg_sq'].sqrt() / bc2 ** 0.5).add_(eps))
 
 @lamb_direction.foreach
 def _lamb_direction(ps, gs, states, betas, eps, bias_correction):
-    t = states[0]['step'].item()  # one count per group
+    t = counter_value(states[0]['step'])  # one count per group
     bc1, bc2 = (1 - betas[0] ** t, 1 - betas[1] ** t) if bias_correction else (1., 1.)
     denom = torch._foreach_sqrt([s['exp_avg_sq'] for s in states])
     torch._foreach_div_(denom, bc2 ** 0.5); torch._foreach_add_(denom, eps)

@@ -213,10 +213,10 @@ def rectified_step(threshold:float=5., # adapt once $\rho_t$ > threshold (torch:
     @stepper(lr=_lr, betas=_betas, eps=_eps, capturable=IMPLEMENTATION['capturable'])
     def radam_step(p, g, state, lr, betas, eps, capturable=False):
         "$\\theta \\leftarrow \\theta - \\eta\\, r_t \\hat m_t \\sqrt{1-\\beta_2^t}/(\\sqrt{v_t}+\\epsilon)$ once $\\rho_t >$ threshold"
-        (_radam_on_device if capturable else _radam_update)(p, state, lr, betas, eps, threshold, below)
+        (_radam_on_device if no_host_reads(capturable) else _radam_update)(p, state, lr, betas, eps, threshold, below)
     @radam_step.foreach
     def _radam_step(ps, gs, states, lr, betas, eps, capturable=False):
-        (_radam_steps_on_device if capturable else _radam_updates)(ps, states, lr, betas, eps, threshold, below)
+        (_radam_steps_on_device if no_host_reads(capturable) else _radam_updates)(ps, states, lr, betas, eps, threshold, below)
     radam_step.__name__ = radam_step.__qualname__ = f"radam_step_{threshold:g}_{below}"
     radam_step.threshold, radam_step.below = threshold, below
     radam_step.made_by = (rectified_step, (threshold, below))  # pickles by its recipe: the closure has no module-level name

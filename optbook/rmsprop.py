@@ -51,7 +51,8 @@ def rmsprop_step(p, g, state, lr, eps, momentum, centered):
     avg.add_(eps)
     if momentum > 0:
         buf = _zeros(state, 'momentum_buffer', p).mul_(momentum).addcdiv_(g, avg)
-        p.add_(buf, alpha=-lr)
+        p.add_(buf * -lr if traced_tensor(lr) else buf, alpha=1 if traced_tensor(lr) else -lr)  # a traced Tensor lr cannot be a number
+    elif traced_tensor(lr): p.add_(g.div(avg).mul_(-lr))
     else: p.addcdiv_(g, avg, value=-lr)
 
 @rmsprop_step.foreach
@@ -67,7 +68,10 @@ def _rmsprop_step(ps, gs, states, lr, eps, momentum, centered):
         bufs = [_zeros(s, 'momentum_buffer', p) for p, s in zip(ps, states)]
         torch._foreach_mul_(bufs, momentum)
         torch._foreach_addcdiv_(bufs, gs, avg)
-        torch._foreach_add_(ps, bufs, alpha=-lr)
+        if traced_tensor(lr): torch._foreach_add_(ps, torch._foreach_mul(bufs, -lr))  # the same products, the rate a tensor
+        else: torch._foreach_add_(ps, bufs, alpha=-lr)
+    elif traced_tensor(lr):
+        upd = torch._foreach_div(gs, avg); torch._foreach_mul_(upd, -lr); torch._foreach_add_(ps, upd)
     else: torch._foreach_addcdiv_(ps, gs, avg, value=-lr)
 
 # %% ../nbs/04_rmsprop.ipynb #2ac3369e
