@@ -8,12 +8,14 @@ LAYOUTS = ('contiguous', 'transposed', 'sliced', 'offset', 'channels_last')
 # channels_last: a 4-D tensor in NHWC order, as a conv net after `model.to(memory_format=torch.channels_last)`
 
 def laid_out(values, layout):
-    "A tensor equal to `values` stored in `layout`, and the buffer it views (whose other elements are zero)"
+    "A new tensor equal to `values` stored in `layout` (never `values` itself), and the buffer it views (whose other elements are zero)"
+    # always a copy: `.contiguous()` returns the tensor itself when it is already laid out so (a (1, 1) tensor is, either
+    # way), and two runs handed one gradient would see each other's in-place changes
     if layout == 'contiguous': x = values.clone(); return x, x
     if layout == 'transposed':
-        base = values.t().contiguous(); return base.t(), base
+        base = values.t().clone(memory_format=torch.contiguous_format); return base.t(), base
     if layout == 'channels_last':
-        x = values.contiguous(memory_format=torch.channels_last); return x, x
+        x = values.clone(memory_format=torch.channels_last); return x, x
     if layout == 'sliced':
         base = torch.zeros(*values.shape[:-1], 2 * values.shape[-1], dtype=values.dtype)
         x = base[..., ::2]; x.copy_(values); return x, base
