@@ -85,7 +85,7 @@ def _adam_steps_on_device(ps, states, lr, betas, eps, amsgrad):
          amsgrad=Hyper(False, Flag(), 'divide by the running maximum of v (AMSGrad)'), capturable=IMPLEMENTATION['capturable'])
 def adam_step(p, g, state, lr, betas, eps, amsgrad, capturable=False):
     "$\\theta \\leftarrow \\theta - \\eta\\, \\hat m / (\\sqrt{\\hat v} + \\epsilon)$ with $\\hat m = m/(1-\\beta_1^t)$, $\\hat v = v/(1-\\beta_2^t)$"
-    if capturable: return _adam_step_on_device(p, state, lr, betas, eps, amsgrad)
+    if no_host_reads(capturable): return _adam_step_on_device(p, state, lr, betas, eps, amsgrad)
     t = state['step'].item()  # a CPU tensor, as in torch.optim: no device sync
     step_size = lr / (1 - betas[0] ** t)
     bc2_sqrt = (1 - betas[1] ** t) ** 0.5
@@ -97,7 +97,7 @@ def adam_step(p, g, state, lr, betas, eps, amsgrad, capturable=False):
 # %% ../nbs/05_adam.ipynb #7549d15b
 @adam_step.foreach
 def _adam_step(ps, gs, states, lr, betas, eps, amsgrad, capturable=False):
-    if capturable: return _adam_steps_on_device(ps, states, lr, betas, eps, amsgrad)
+    if no_host_reads(capturable): return _adam_steps_on_device(ps, states, lr, betas, eps, amsgrad)
     ts = [s['step'].item() for s in states]
     step_sizes = [(lr / (1 - betas[0] ** t)) * -1 for t in ts]
     bc2_sqrts = [(1 - betas[1] ** t) ** 0.5 for t in ts]

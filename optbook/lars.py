@@ -98,7 +98,7 @@ class LARS(Optimizer, steppers=lars_steppers):
                  trust_clip:bool=False, # LARC: the local rate never exceeds the global one
                  always_adapt:bool=False, # adapt tensors with weight_decay 0 as well
                  foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
-                 fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
+                 *, fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
                  capturable:bool=False, # keep every quantity on the device: a step without host syncs (CUDA graphs)
                  differentiable:bool=False, # not supported: a clear error says what to use instead
                  **more): # keywords of whole-optimizer transforms (`max_grad_norm`, `skip_nonfinite`: chapter 08)
@@ -156,13 +156,13 @@ def _lamb_ema_grad(ps, gs, states, betas, grad_averaging):
          bias_correction=Hyper(True, Flag(), 'divide the moments by 1 - beta**t'))
 def lamb_direction(p, g, state, betas, eps, bias_correction):
     "Adam's direction $\\hat m / (\\sqrt{\\hat v} + \\epsilon)$ as a new tensor, $t$ from `state['step']` (the group's count)"
-    t = state['step'].item()  # a CPU tensor: no device sync
+    t = counter_value(state['step'])  # a CPU tensor: no device sync
     bc1, bc2 = (1 - betas[0] ** t, 1 - betas[1] ** t) if bias_correction else (1., 1.)
     return (state['exp_avg'] / bc1).div_((state['exp_avg_sq'].sqrt() / bc2 ** 0.5).add_(eps))
 
 @lamb_direction.foreach
 def _lamb_direction(ps, gs, states, betas, eps, bias_correction):
-    t = states[0]['step'].item()  # one count per group
+    t = counter_value(states[0]['step'])  # one count per group
     bc1, bc2 = (1 - betas[0] ** t, 1 - betas[1] ** t) if bias_correction else (1., 1.)
     denom = torch._foreach_sqrt([s['exp_avg_sq'] for s in states])
     torch._foreach_div_(denom, bc2 ** 0.5); torch._foreach_add_(denom, eps)
@@ -222,11 +222,16 @@ class LAMB(Optimizer, steppers=lamb_steppers):
                  max_grad_norm:float|None=1.0, # clip all gradients together to this global norm first; None: no clip
                  trust_clip:bool=False, # the trust ratio is at most 1 (LAMBC)
                  always_adapt:bool=False, # adapt tensors with weight_decay 0 as well
+                 caution:bool=False, # timm's option, not implemented here: must be False (it holds timm's place among the positional arguments)
+                 decoupled_decay:bool=False, # timm's option, not implemented here: must be False
+                 corrected_weight_decay:bool=False, # timm's option, not implemented here: must be False
                  foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
-                 fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
+                 *, fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
                  capturable:bool=False, # keep every quantity on the device: a step without host syncs (CUDA graphs)
                  differentiable:bool=False, # not supported: a clear error says what to use instead
                  **more): # keywords of whole-optimizer transforms (`max_grad_norm`, `skip_nonfinite`: chapter 08)
+        for k, v in dict(caution=caution, decoupled_decay=decoupled_decay, corrected_weight_decay=corrected_weight_decay).items():
+            if v is not False: raise ValueError(f"Invalid {k}: {v!r}; optbook's LAMB implements timm's Lamb with {k}=False")
         super().__init__(params, lamb_steppers, transforms=[lamb_clip], foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, **more, lr=lr, bias_correction=bias_correction, betas=tuple(betas),
                          eps=eps, weight_decay=weight_decay, grad_averaging=grad_averaging, max_grad_norm=max_grad_norm, trust_clip=trust_clip,
                          always_adapt=always_adapt)

@@ -192,8 +192,13 @@ def _radam_updates(ps, states, lr, betas, eps, threshold, below):
     if ada:
         denom = torch._foreach_sqrt([states[i]['exp_avg_sq'] for i in ada])
         torch._foreach_add_(denom, eps)
-        sizes = [-lr * _rect_scalar(rhos[i], rho_inf(beta2)) * (1 - beta2 ** ts[i]) ** 0.5 / (1 - beta1 ** ts[i]) for i in ada]
-        torch._foreach_addcdiv_([ps[i] for i in ada], [states[i]['exp_avg'] for i in ada], denom, sizes)
+        if isinstance(lr, Tensor):  # addcdiv's sizes must be numbers: torch's order instead, so that a float32 rate rounds as in torch
+            sizes = [(1 - beta2 ** ts[i]) ** 0.5 * (lr * _rect_scalar(rhos[i], rho_inf(beta2)) / (1 - beta1 ** ts[i])) * -1 for i in ada]
+            torch._foreach_div_(denom, sizes); torch._foreach_reciprocal_(denom)
+            torch._foreach_addcmul_([ps[i] for i in ada], [states[i]['exp_avg'] for i in ada], denom)
+        else:
+            sizes = [-lr * _rect_scalar(rhos[i], rho_inf(beta2)) * (1 - beta2 ** ts[i]) ** 0.5 / (1 - beta1 ** ts[i]) for i in ada]
+            torch._foreach_addcdiv_([ps[i] for i in ada], [states[i]['exp_avg'] for i in ada], denom, sizes)
     if mom:
         steps = torch._foreach_mul([states[i]['exp_avg'] for i in mom], [-lr / (1 - beta1 ** ts[i]) for i in mom])
         torch._foreach_add_([ps[i] for i in mom], steps)
@@ -208,10 +213,10 @@ def rectified_step(threshold:float=5., # adapt once $\rho_t$ > threshold (torch:
     @stepper(lr=_lr, betas=_betas, eps=_eps, capturable=IMPLEMENTATION['capturable'])
     def radam_step(p, g, state, lr, betas, eps, capturable=False):
         "$\\theta \\leftarrow \\theta - \\eta\\, r_t \\hat m_t \\sqrt{1-\\beta_2^t}/(\\sqrt{v_t}+\\epsilon)$ once $\\rho_t >$ threshold"
-        (_radam_on_device if capturable else _radam_update)(p, state, lr, betas, eps, threshold, below)
+        (_radam_on_device if no_host_reads(capturable) else _radam_update)(p, state, lr, betas, eps, threshold, below)
     @radam_step.foreach
     def _radam_step(ps, gs, states, lr, betas, eps, capturable=False):
-        (_radam_steps_on_device if capturable else _radam_updates)(ps, states, lr, betas, eps, threshold, below)
+        (_radam_steps_on_device if no_host_reads(capturable) else _radam_updates)(ps, states, lr, betas, eps, threshold, below)
     radam_step.__name__ = radam_step.__qualname__ = f"radam_step_{threshold:g}_{below}"
     radam_step.threshold, radam_step.below = threshold, below
     radam_step.made_by = (rectified_step, (threshold, below))  # pickles by its recipe: the closure has no module-level name
@@ -226,6 +231,7 @@ radam_steppers = [maximize, count_step, adam_weight_decay, ema_grad, ema_sq_grad
 
 class RAdam(Optimizer, steppers=radam_steppers):
     "Rectified Adam (Liu et al., 2020), equal to `torch.optim.RAdam`: its arguments, defaults, state names and numbers"
+    foreach_tensor_hypers = True  # its multi-tensor steppers take a Tensor lr, as torch's do
     def __init__(self, params,
                  lr:float=1e-3, # learning rate $\eta$
                  betas:tuple=(0.9, 0.999), # decay rates $(\beta_1, \beta_2)$ of the averages of $g$ and $g^2$

@@ -51,7 +51,8 @@ def rmsprop_step(p, g, state, lr, eps, momentum, centered):
     avg.add_(eps)
     if momentum > 0:
         buf = _zeros(state, 'momentum_buffer', p).mul_(momentum).addcdiv_(g, avg)
-        p.add_(buf, alpha=-lr)
+        p.add_(buf * -lr if traced_tensor(lr) else buf, alpha=1 if traced_tensor(lr) else -lr)  # a traced Tensor lr cannot be a number
+    elif traced_tensor(lr): p.add_(g.div(avg).mul_(-lr))
     else: p.addcdiv_(g, avg, value=-lr)
 
 @rmsprop_step.foreach
@@ -67,14 +68,18 @@ def _rmsprop_step(ps, gs, states, lr, eps, momentum, centered):
         bufs = [_zeros(s, 'momentum_buffer', p) for p, s in zip(ps, states)]
         torch._foreach_mul_(bufs, momentum)
         torch._foreach_addcdiv_(bufs, gs, avg)
-        torch._foreach_add_(ps, bufs, alpha=-lr)
+        if traced_tensor(lr): torch._foreach_add_(ps, torch._foreach_mul(bufs, -lr))  # the same products, the rate a tensor
+        else: torch._foreach_add_(ps, bufs, alpha=-lr)
+    elif traced_tensor(lr):
+        upd = torch._foreach_div(gs, avg); torch._foreach_mul_(upd, -lr); torch._foreach_add_(ps, upd)
     else: torch._foreach_addcdiv_(ps, gs, avg, value=-lr)
 
 # %% ../nbs/04_rmsprop.ipynb #2ac3369e
 rmsprop_steppers = [maximize, count_step, l2_decay, rms_square_avg, rms_grad_avg, rmsprop_step]
 
 class RMSprop(Optimizer, steppers=rmsprop_steppers):
-    "RMSProp (Tieleman & Hinton, 2012), equal to `torch.optim.RMSprop`: its arguments, defaults, state names and numbers"
+    "RMSProp (Tieleman & Hinton, 2012), equal to `torch.optim.RMSprop`: its arguments (in torch's positional order), defaults, state names and numbers"
+    foreach_tensor_hypers = True  # its multi-tensor steppers take a Tensor lr, as torch's do
     def __init__(self, params,
                  lr:float=1e-2, # learning rate $\eta$
                  alpha:float=0.99, # decay rate $\alpha$ of the running averages
@@ -82,11 +87,11 @@ class RMSprop(Optimizer, steppers=rmsprop_steppers):
                  weight_decay:float=0, # $\lambda$: L2 penalty added to the gradient
                  momentum:float=0, # $\mu$: momentum of the scaled gradients
                  centered:bool=False, # divide by the standard deviation of the gradients (Graves, 2013)
-                 *, maximize:bool=False, # ascend instead of descend
-                 foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
-                 fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
                  capturable:bool=False, # keep every quantity on the device: a step without host syncs (CUDA graphs)
+                 foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
+                 maximize:bool=False, # ascend instead of descend
                  differentiable:bool=False, # not supported: a clear error says what to use instead
+                 *, fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
                  **more): # keywords of whole-optimizer transforms (`max_grad_norm`, chapter 08)
         super().__init__(params, rmsprop_steppers, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, **more, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)

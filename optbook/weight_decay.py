@@ -69,6 +69,7 @@ rmspropw_steppers = [maximize, count_step, decoupled_decay, rms_square_avg, rms_
 
 class RMSpropW(Optimizer, steppers=rmspropw_steppers):
     "RMSprop with decoupled weight decay: `torch.optim.RMSprop`'s arguments and defaults, the weights shrunk by `1 - lr*weight_decay` before each step"
+    foreach_tensor_hypers = True  # RMSprop's multi-tensor steppers take a Tensor lr
     def __init__(self, params,
                  lr:float=1e-2, # learning rate $\eta$
                  alpha:float=0.99, # decay rate $\alpha$ of the running averages
@@ -76,11 +77,11 @@ class RMSpropW(Optimizer, steppers=rmspropw_steppers):
                  weight_decay:float=0, # $\lambda$: each step shrinks the weights by $1-\eta\lambda$
                  momentum:float=0, # $\mu$: momentum of the scaled gradients
                  centered:bool=False, # divide by the standard deviation of the gradients (Graves, 2013)
-                 *, maximize:bool=False, # ascend instead of descend
-                 foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
-                 fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
                  capturable:bool=False, # keep every quantity on the device: a step without host syncs (CUDA graphs)
+                 foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
+                 maximize:bool=False, # ascend instead of descend
                  differentiable:bool=False, # not supported: a clear error says what to use instead
+                 *, fused:bool|None=None, # the fused path where the optimizer has one, else the fastest path there is
                  **more): # keywords of whole-optimizer transforms (`max_grad_norm`, chapter 08)
         super().__init__(params, rmspropw_steppers, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, **more, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)

@@ -121,3 +121,33 @@ def test_help_tells_the_update_rule_and_every_argument(name):
     for p in list(inspect.signature(cls.__init__).parameters)[1:]:
         line = next((l for l in doc.splitlines() if l.strip().startswith(p + '=') or l.strip().startswith(p + ':')), None)
         assert line and ':' in line and len(line.split(':', 1)[1].strip()) > 3, f"{name}: no note for {p!r}"
+
+def _positional(cls):
+    import inspect
+    return [p.name for p in inspect.signature(cls).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+def test_positional_arguments_in_the_references_order():
+    "A call that passes arguments by position means the same here as in torch (timm for LARS and LAMB): RMSprop's capturable, foreach, maximize, differentiable included"
+    import timm.optim
+    refs = {optbook.SGD: torch.optim.SGD, optbook.SGDW: torch.optim.SGD, optbook.RMSprop: torch.optim.RMSprop, optbook.RMSpropW: torch.optim.RMSprop,
+            optbook.Adam: torch.optim.Adam, optbook.AdamW: torch.optim.AdamW, optbook.RAdam: torch.optim.RAdam, optbook.LARS: timm.optim.Lars, optbook.LAMB: timm.optim.Lamb}
+    for ours, ref in refs.items(): assert _positional(ours) == _positional(ref), (ours.__name__, _positional(ours), _positional(ref))
+    p = nn.Parameter(torch.ones(2))
+    g = optbook.RMSprop([p], 0.1, 0.9, 1e-8, 0., 0., False, False, False, True).param_groups[0]
+    assert (g['capturable'], g['foreach'], g['maximize']) == (False, False, True)
+    with pytest.raises(ValueError, match="Invalid caution: True; optbook's LAMB implements timm's Lamb with caution=False"):
+        optbook.LAMB([p], 1e-3, True, (0.9, 0.999), 1e-6, 0.01, True, 1.0, False, False, True)
+
+@pytest.mark.parametrize('name', ['SGD', 'RMSprop', 'RAdam'])
+def test_tensor_lr_on_foreach_where_torch_takes_it(name):
+    "torch 2.14 takes a Tensor lr on its multi-tensor path without capturable for SGD, RMSprop and RAdam (only Adam and AdamW refuse it): so does optbook, with torch's numbers"
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(4, 3, generator=gen, dtype=torch.float64), torch.randn(3, generator=gen, dtype=torch.float64)]
+    kw = dict(weight_decay=0.1, **({'momentum': 0.9} if name != 'RAdam' else {}))
+    ours, ref = [nn.Parameter(t.clone()) for t in init], [nn.Parameter(t.clone()) for t in init]
+    oo, ot = getattr(optbook, name)(ours, lr=torch.tensor(0.01), foreach=True, **kw), getattr(torch.optim, name)(ref, lr=torch.tensor(0.01), foreach=True, **kw)
+    for _ in range(10):
+        for a, b in zip(ours, ref): a.grad = torch.randn(a.shape, generator=gen, dtype=torch.float64); b.grad = a.grad.clone()
+        oo.step(); ot.step()
+    assert oo.last_paths == ['foreach']
+    for a, b in zip(ours, ref): torch.testing.assert_close(a, b, rtol=1e-12, atol=0)

@@ -69,8 +69,12 @@ def _tensor_hyper(kw):
 def _paths(name, kw):
     "optbook's `foreach` values to try: each one torch accepts for this configuration"
     if 'foreach' in kw: return [kw['foreach']]
-    refused = _tensor_hyper(kw) and not kw.get('capturable') and name != 'SGD'  # torch: Tensor lr needs capturable on the foreach path
+    refused = _refused_on_foreach(name, kw)
     return [None, False] if refused else [None, False, True]
+
+def _refused_on_foreach(name, kw):
+    "torch 2.14's rule: only Adam and AdamW refuse a Tensor hyper-parameter on the multi-tensor path without capturable (SGD, RMSprop, RAdam take it)"
+    return _tensor_hyper(kw) and not kw.get('capturable') and name in ('Adam', 'AdamW')
 
 def _worst(xs, ys):
     real = lambda t: torch.view_as_real(t.detach()) if t.is_complex() else t.detach()
@@ -91,7 +95,7 @@ def test_torch_config_same_numbers(name, inp, dtype, complex_, torch_capturable_
         if foreach is False: assert opt.last_paths == ['tensor']
         if foreach: assert opt.last_paths == ['foreach']
         path = opt.last_paths[0]  # chapter 11's fused path (the default where its kernels apply) is checked against torch's multi-tensor path where torch accepts the configuration there
-        ref_foreach = path == 'foreach' or (path == 'fused' and not (_tensor_hyper(kw) and not kw.get('capturable') and name != 'SGD'))
+        ref_foreach = path == 'foreach' or (path == 'fused' and not _refused_on_foreach(name, kw))
         ref = _params(dtype, complex_)
         _run(lambda ps: getattr(torch.optim, name)(ps, **copy.deepcopy(kw), foreach=ref_foreach), ref, 12, 1, dtype)
         err = _worst(ours, ref)
