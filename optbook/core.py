@@ -385,12 +385,28 @@ def _check_state_shapes(self, state_dict):
     if len(saved) != len(self.param_groups) or any(len(s['params']) != len(g['params']) for s, g in zip(saved, self.param_groups)): return  # torch's check says so
     for gi, (s, g) in enumerate(zip(saved, self.param_groups)):
         for i, (pid, p) in enumerate(zip(s['params'], g['params'])):
-            for k, v in state_dict['state'].get(pid, {}).items():
+            entry = state_dict['state'].get(pid, {})
+            missing = sorted(self._kept_keys(s, p, entry) - set(entry)) if entry else []  # an empty entry is a fresh start
+            if missing: raise ValueError(f"Invalid checkpoint: the state of parameter {i} in group {gi} lacks {missing}, which a step of this group keeps")
+            for k, v in entry.items():
                 if not isinstance(v, Tensor): continue
                 scalar = k in self.scalar_state
                 if (v.numel() != 1) if scalar else (v.shape != p.shape):
                     want = 'one number' if scalar else f"its parameter's shape {tuple(p.shape)}"
                     raise ValueError(f"Invalid checkpoint: state {k!r} of parameter {i} in group {gi} has shape {tuple(v.shape)}; it must be {want}")
+
+# %% ../nbs/00_core.ipynb #b2c1e0f6
+@patch_to(Optimizer)
+def _kept_keys(self, group, p, entry) -> set:
+    "The state keys a step of `group` keeps for a parameter like `p`: a dry run of the steppers on one number of its dtype, with `entry`'s counters; empty where the run fails"
+    q = nn.Parameter(torch.zeros(1, dtype=p.dtype, device=p.device)); q.grad = torch.zeros_like(q)
+    state = {k: v.clone() for k, v in entry.items() if k in self.scalar_state and isinstance(v, Tensor)}  # LAMB's steppers read the group's count
+    try:
+        with torch.no_grad():
+            v, state = _real_view(q, state); g = v.grad
+            for s in self.steppers: g = _next(s(v, g, state, **{k: group[k] for k in s.hypers}), g)
+    except Exception: return set()  # a check, not a step: a stepper that cannot run on this sample says nothing
+    return set(state)
 
 # %% ../nbs/00_core.ipynb #d843dc0b
 def _real_view(p, state):

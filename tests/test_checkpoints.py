@@ -94,3 +94,12 @@ def test_a_load_post_hook_sees_the_transform_keywords_restored():
     opt.load_state_dict(src.state_dict())
     opt.load_state_dict(torch.optim.Adam([p]).state_dict())
     assert seen == [(None, True, 1), (0.5, False, 0)], seen  # what the torch checkpoint lacks takes this optimizer's defaults
+
+@pytest.mark.parametrize('name', ['Adam', 'RMSprop', 'RAdam', 'LAMB'])
+def test_a_state_missing_a_key_is_refused(name):
+    "Adam's state without `exp_avg` would otherwise restart that moment at zero, silently: a state must hold every key a step of its group keeps (an empty one is a fresh start)"
+    opt, _ = _trained(name)
+    bad = opt.state_dict(); bad['state'][1] = {k: v for k, v in bad['state'][1].items() if k != 'exp_avg_sq' and k != 'square_avg'}
+    with pytest.raises(ValueError, match="the state of parameter 0 in group 1 lacks \\['(exp_avg_sq|square_avg)'\\]"): opt.load_state_dict(bad)
+    bad['state'][1] = {}
+    opt.load_state_dict(bad)
