@@ -156,8 +156,9 @@ def traced_tensor(x) -> bool:
     return isinstance(x, Tensor) and torch.compiler.is_compiling()
 
 def counter_value(t):
-    "A step counter as a number for a step's host arithmetic (a CPU tensor: no device sync); under `torch.compile` the tensor itself (torch's `_get_value`)"
-    return t if torch.compiler.is_compiling() else t.item()
+    "A step counter as a number for a step's host arithmetic (a CPU tensor: no device sync); under `torch.compile` the tensor itself (torch's `_get_value`), in double as `.item()` gives it"
+    if not torch.compiler.is_compiling(): return t.item()
+    return t.double() if t.device.type != 'mps' else t  # 1 - 0.999**t in float32 keeps 4 digits
 
 # %% ../nbs/00_core.ipynb #99424721
 @stepper(lr=Hyper(1e-3, Interval(0.), 'learning rate'))

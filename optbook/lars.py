@@ -199,11 +199,13 @@ from .clipping import global_grad_norm, _sharded, _unhooked
 
 @grad_transform(max_grad_norm=Hyper(1.0, Maybe(Interval(0., lo_open=True)), "clip all gradients together to this global norm first (timm's formula); None: no clip"))
 def lamb_clip(opt, params, grads, max_grad_norm):
-    "Divide every gradient, in place, by timm's $\\max(1, \\|G\\|/c)$; $\\|G\\|$ spans every process of `opt.shard_group` where it is set (chapter 12)"
+    "Divide every gradient by timm's $\\max(1, \\|G\\|/c)$ into a new tensor the step reads as `p.grad` (LAMB's step gives the user's back, as timm leaves them); $\\|G\\|$ spans every process of `opt.shard_group` where it is set (chapter 12)"
     if max_grad_norm is not None and _sharded(opt): clip = (global_grad_norm(opt, grads) / max_grad_norm).clamp_(min=1.0)  # a share's processes all join
     else: clip = lamb_clip_factor(grads, max_grad_norm)
     if clip is None or not grads: return
-    for gs in _by_device_dtype(grads): torch._foreach_div_(list(gs), clip.to(gs[0].device))
+    opt._unclipped = [(p, p.grad) for p in params]
+    for ps in map(list, _by_device_dtype(params)):
+        for p, g in zip(ps, torch._foreach_div([p.grad for p in ps], clip.to(ps[0].device))): p.grad = g
 
 # %% ../nbs/09_lars.ipynb #150a9731
 lamb_steppers = [lamb_ema_grad, ema_sq_grad, lamb_direction, l2_decay, lamb_adapt, descend]
@@ -254,7 +256,10 @@ def step(self:LAMB, closure=None):
         with torch.enable_grad(): loss = closure()
     skipped = getattr(self, 'skipped_steps', 0)
     self._count_steps()
-    _unhooked(Optimizer.step)(self)  # the engine's step without torch's hook wrapper: this step's hooks run once
+    try: _unhooked(Optimizer.step)(self)  # the engine's step without torch's hook wrapper: this step's hooks run once
+    finally:
+        for p, g in getattr(self, '_unclipped', None) or (): p.grad = g  # the user's gradients, unclipped
+        self._unclipped = None
     if getattr(self, 'skipped_steps', 0) > skipped:  # a transform refused the step (chapter 08's skip_nonfinite): it does not count
         for group in self.param_groups: group['step'] -= 1
     return loss

@@ -408,11 +408,17 @@ def test_an_optimizer_with_its_own_clip_keeps_it():
     if 'LAMB' not in BOOK_OPTS: pytest.skip('no LAMB in this version of the book')
     p = nn.Parameter(torch.ones(2, dtype=torch.float64)); p.grad = torch.tensor([3., 4.], dtype=torch.float64)
     opt = BOOK_OPTS['LAMB']([p], lr=0.1, max_grad_norm=1.)
-    seen = []
+    seen, read = [], []
     opt.register_step_post_hook(lambda o, *_: seen.append(o.grad_norm))
+    from optbook.core import Stepper
+    first = opt.steppers[0]  # a spy on the first stepper: the gradient the step reads (LAMB gives the user's back afterwards, as timm)
+    spy = Stepper(lambda q, g, s, **kw: (read.append(g.clone()), first(q, g, s, **kw))[1], first.hypers)
+    spy.foreach(lambda qs, gs, ss, **kw: (read.append(gs[0].clone()), first.foreach_fn(qs, gs, ss, **kw))[1])
+    opt.steppers[0] = spy
     opt.step()
     assert seen == [None] and [t.__name__ for t in opt.transforms].count('global_norm_clip') == 1
-    assert torch.equal(p.grad, torch.tensor([3., 4.], dtype=torch.float64) / 5.)  # timm's division by ||G||/c alone; ours first would leave (3, 4) / (5 + 1e-6)
+    assert torch.equal(read[0], torch.tensor([3., 4.], dtype=torch.float64) / 5.)  # timm's division by ||G||/c alone; ours first would give (3, 4) / (5 + 1e-6)
+    assert torch.equal(p.grad, torch.tensor([3., 4.], dtype=torch.float64))
 
 def test_report_worst():
     "Runs last in this file: prints the worst relative differences (pytest -s shows them)"
