@@ -263,6 +263,7 @@ class Optimizer(torch.optim.Optimizer):
     "A `torch.optim.Optimizer` whose update is `steppers` applied in order to each parameter with a gradient"
     foreach_tensor_hypers = False  # do the multi-tensor steppers take Tensor hyper-parameters? (else torch's rule: per-tensor path)
     fused_step = None  # the fused path, `fn(opt, group, params)`, where an optimizer has one
+    scalar_state = ('step',)  # state keys that hold one number per parameter (a counter); every other state tensor has the parameter's shape
 
     def __init__(self, params, steppers, *, transforms=(), **hypers):
         self.steppers = list(steppers)
@@ -291,8 +292,8 @@ class Optimizer(torch.optim.Optimizer):
 
 # %% ../nbs/00_core.ipynb #189ee12b
 @patch_to(Optimizer)
-def _check(self, group):
-    "Raise naming any hyper-parameter of `group` outside its valid range, or a combination torch refuses"
+def _check(self, group, first=None):
+    "Raise naming any hyper-parameter of `group` outside its valid range, or a combination torch refuses; `first`: the group whose whole-optimizer settings every group shares (default: this optimizer's first)"
     for k, h in self.hypers.items(): h.check(k, group[k])
     if group['fused'] and group['foreach']: raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if group['fused'] and group['differentiable']: raise RuntimeError("`fused` does not support `differentiable`")
@@ -302,10 +303,10 @@ def _check(self, group):
     k = _has_tensor(group, self.hypers)
     if k and group['foreach'] and not group['capturable'] and not self.foreach_tensor_hypers:
         raise ValueError(f"{k} as a Tensor is not supported for capturable=False and foreach=True")
-    first = getattr(self, 'param_groups', None)
+    first = first or (self.param_groups[0] if getattr(self, 'param_groups', None) else None)
     for k in (k for t in self.transforms for k in t.hypers):
-        if first and not _same(group[k], first[0][k]):
-            raise ValueError(f"Invalid {k}: {group[k]!r} in a parameter group; {k} applies to the whole optimizer, so every group must have {first[0][k]!r}")
+        if first and not _same(group[k], first[k]):
+            raise ValueError(f"Invalid {k}: {group[k]!r} in a parameter group; {k} applies to the whole optimizer, so every group must have {first[k]!r}")
     self.check_group(group)
 
 def _to_scalar(v):
@@ -335,14 +336,18 @@ def state_dict(self):
 
 @patch_to(Optimizer)
 def load_state_dict(self, state_dict):
-    "Load a checkpoint from optbook or from `torch.optim`: hyper-parameters it lacks take their defaults, the transforms' numbers it lacks their start; then every group is checked"
+    "Load a checkpoint from optbook or from `torch.optim`: hyper-parameters it lacks take their defaults, the transforms' numbers it lacks their start; all checked before anything changes"
     state_dict = dict(state_dict)
     kept = {k: state_dict.pop(k, v) for k, v in transform_keeps(self).items()}
-    super(Optimizer, self).load_state_dict(state_dict)
-    for group in self.param_groups:
-        for k, v in self.defaults.items(): group.setdefault(k, v)
-        self._check(group)
-    self.__dict__.update(kept)
+    groups = state_dict['param_groups'] = [self.defaults | g for g in state_dict['param_groups']]  # torch's load_state_dict post-hooks see them complete
+    for group in groups: self._check(group, first=groups[0])
+    self._check_state_shapes(state_dict)
+    before = {k: getattr(self, k) for k in kept}
+    self.__dict__.update(kept)  # before torch's post-hooks run
+    try: super(Optimizer, self).load_state_dict(state_dict)
+    except BaseException:
+        self.__dict__.update(before)
+        raise
 
 @patch_to(Optimizer)
 def __getstate__(self):
@@ -355,6 +360,21 @@ def __setstate__(self, state):
     "torch's, then the transforms' numbers at their start where `state` lacks them (a pickle from before a transform kept them)"
     super(Optimizer, self).__setstate__(state)
     for k, v in transform_keeps(self).items(): self.__dict__.setdefault(k, v)
+
+# %% ../nbs/00_core.ipynb #b2c1e0f2
+@patch_to(Optimizer)
+def _check_state_shapes(self, state_dict):
+    "Raise naming the group, parameter, state key and both shapes where a checkpoint's state tensor does not fit its parameter"
+    saved = state_dict['param_groups']
+    if len(saved) != len(self.param_groups) or any(len(s['params']) != len(g['params']) for s, g in zip(saved, self.param_groups)): return  # torch's check says so
+    for gi, (s, g) in enumerate(zip(saved, self.param_groups)):
+        for i, (pid, p) in enumerate(zip(s['params'], g['params'])):
+            for k, v in state_dict['state'].get(pid, {}).items():
+                if not isinstance(v, Tensor): continue
+                scalar = k in self.scalar_state
+                if (v.numel() != 1) if scalar else (v.shape != p.shape):
+                    want = 'one number' if scalar else f"its parameter's shape {tuple(p.shape)}"
+                    raise ValueError(f"Invalid checkpoint: state {k!r} of parameter {i} in group {gi} has shape {tuple(v.shape)}; it must be {want}")
 
 # %% ../nbs/00_core.ipynb #d843dc0b
 def _real_view(p, state):
@@ -417,9 +437,14 @@ def choose_path(self, group, params=()) -> str:
     if any(p.layout is not torch.strided for p in params): return 'tensor'
     plain = all(type(p) in (Tensor, nn.Parameter) for p in params)  # torch's rule for default kernels: not a DTensor or another subclass
     if self.fused_step is not None and (group['fused'] or (group['fused'] is None and group['foreach'] is None and plain and self.fused_by_default(group))): return 'fused'
+    return self._unfused_path(group)  # fused=True without a fused path here: the fastest path there is
+
+@patch_to(Optimizer)
+def _unfused_path(self, group) -> str:
+    "'foreach' or 'tensor': the path of `group` without its fused kernel"
     if group['foreach'] is False or not self.has_foreach: return 'tensor'
     if not group['capturable'] and not self.foreach_tensor_hypers and _has_tensor(group, self.hypers): return 'tensor'  # torch's rule
-    return 'foreach'  # fused=True without a fused path here: the fastest path there is
+    return 'foreach'
 
 @patch_to(Optimizer)
 def fused_by_default(self, group) -> bool:
@@ -430,6 +455,34 @@ def fused_by_default(self, group) -> bool:
 def __repr__(self):
     paths = ', '.join(self.choose_path(g) for g in self.param_groups)
     return f"{super(Optimizer, self).__repr__()}\nStep path per group: {paths}"
+
+# %% ../nbs/00_core.ipynb #a7c1e0f2
+def _dense(t) -> bool:
+    "Does `t` fill its memory without gaps or overlap, contiguous in some order of its dimensions (channels_last, a transpose)?"
+    if t.is_contiguous() or t.numel() == 0: return True
+    expect = 1
+    for stride, n in sorted((s, n) for s, n in zip(t.stride(), t.shape) if n != 1):
+        if stride != expect: return False
+        expect *= n
+    return True
+
+def _same_layout(t, p) -> bool:
+    "Has `t` the shape of `p` and its order in memory (equal strides wherever a dimension holds more than one number)?"
+    if t.shape != p.shape: return False
+    return (t.is_contiguous() and p.is_contiguous()) or all(a == b for a, b, n in zip(t.stride(), p.stride(), p.shape) if n != 1)
+
+@patch_to(Optimizer)
+def kernel_fits(self, p) -> bool:
+    "Can a fused kernel take `p`? `p` dense, its gradient and every per-element state laid out as `p`, every counter one number"
+    contiguous = p.is_contiguous() and p.grad.is_contiguous()  # the common case, with the cheapest checks: this runs every step
+    if not contiguous and not (_dense(p) and _same_layout(p.grad, p)): return False
+    n = p.numel()
+    for k, v in self.state.get(p, {}).items():
+        if not isinstance(v, Tensor): continue
+        if k in self.scalar_state: fits = v.numel() == 1
+        else: fits = v.is_contiguous() and v.numel() == n if contiguous else _same_layout(v, p)  # contiguous tensors of one size are walked alike
+        if not fits: return False
+    return True
 
 # %% ../nbs/00_core.ipynb #60dbde7d
 @patch_to(Optimizer)
@@ -449,7 +502,7 @@ def step(self, closure=None):
         if not params: continue
         path = self.choose_path(group, params)
         self.last_paths.append(path)
-        if path == 'fused': self.fused_step(group, params)
+        if path == 'fused': self._step_fused(group, params)
         elif path == 'foreach': self._step_foreach(group, params)
         else: self._step_tensor(group, params)
     return loss
@@ -459,6 +512,19 @@ def _transform(self, todo):
     "Run the whole-optimizer transforms over every gradient; True when one asks to skip this step"
     params, first = [p for _, ps in todo for p in ps], self.param_groups[0]
     return any(t(self, params, [p.grad for p in params], **{k: first[k] for k in t.hypers}) for t in self.transforms)
+
+# %% ../nbs/00_core.ipynb #a7c1e0f6
+@patch_to(Optimizer)
+def _step_fused(self, group, params):
+    "The fused kernel on the tensors it fits, the multi-tensor or per-tensor path on the others"
+    fits = [self.kernel_fits(p) for p in params]
+    if any(fits): self.fused_step(group, [p for p, f in zip(params, fits) if f])
+    if all(fits): return
+    other, now = self._unfused_path(group), self.last_paths[-1] if any(fits) else None
+    self.last_paths[-1] = other if now in (None, other) else f"{now}+{other}"
+    rest = [p for p, f in zip(params, fits) if not f]
+    if other == 'foreach': self._step_foreach(group, rest)
+    else: self._step_tensor(group, rest)
 
 # %% ../nbs/00_core.ipynb #68ed2e57
 def param_notes(fn) -> dict:

@@ -250,7 +250,7 @@ def _lars_per_tensor(opt, ps, gs, bufs, first, rs, wd, kw):
     rs = rs.tolist()  # numbers on the host: a per-tensor weight_decay
     for (bp, bg, *bb), idx in blocks([ps, gs] + ([bufs] if bufs is not None else [])):
         for j, k in enumerate(idx):
-            d = torch.mul(bg[j], rs[k], out=scratch(opt, bg[j], bg[j].numel()).view_as(bg[j]))  # the gradient stays the user's
+            d = torch.mul(bg[j], rs[k], out=scratch(opt, bg[j], bg[j].numel()).as_strided(bg[j].shape, bg[j].stride()))  # the gradient stays the user's; laid out as it (channels_last)
             kw_k = kw | dict(weight_decay=wd * rs[k])
             if bufs is None: torch._fused_sgd_([bp[j]], [d], [], is_first_step=False, **kw_k)
             else: torch._fused_sgd_([bp[j]], [d], [bb[0][j]], is_first_step=first[k], **kw_k)
@@ -284,9 +284,9 @@ def lars_fused(opt, group, params):
 
 # %% ../nbs/11_speed.ipynb #1c795b49
 def scratch_like(opt, ts) -> list:
-    "Tensors shaped like `ts`, views of one `scratch` buffer kept on the optimizer (no fresh pages each step)"
+    "Tensors laid out like `ts` (shape and strides: a kernel pairs numbers by their place in memory), views of one `scratch` buffer kept on the optimizer (no fresh pages each step)"
     sizes = [t.numel() for t in ts]
-    return [u.view(t.shape) for u, t in zip(torch.split(scratch(opt, ts[0], sum(sizes)), sizes), ts)]
+    return [u.as_strided(t.shape, t.stride()) for u, t in zip(torch.split(scratch(opt, ts[0], sum(sizes)), sizes), ts)]
 
 def _lamb_run(opt, group, ps, gs, ms, vs, steps, scale, kw):
     "One run of whole tensors: $u \\leftarrow \\lambda\\theta$ into scratch, Adam's kernel adds $\\hat m/(\\sqrt{\\hat v}+\\epsilon)$ (learning rate -1), then the ratios and $\\theta \\leftarrow \\theta - \\eta r u$"
@@ -336,7 +336,8 @@ def register_fused(cls, step, steppers, default=lambda opt, group: True, amp=Fal
     cls.fused_step = fused_step
     cls.fused_by_default = lambda opt, group: opt.steppers == steppers and kernel_ready(group) and _plain(group) and default(opt, group)
     if amp:  # GradScaler then hands the scale to the step and does not unscale: only right when every group takes the kernel
-        cls._step_supports_amp_scaling = property(lambda opt: opt.steppers == steppers and not _transforms_on(opt) and all(opt.choose_path(g) == 'fused' for g in opt.param_groups))
+        cls._step_supports_amp_scaling = property(lambda opt: opt.steppers == steppers and not _transforms_on(opt) and all(opt.choose_path(g) == 'fused' for g in opt.param_groups)
+                                                         and all(opt.kernel_fits(p) for g in opt.param_groups for p in g['params'] if p.grad is not None))
 
 def _transforms_on(opt) -> bool:
     "Is a whole-optimizer transform switched on (`max_grad_norm`, chapter 08)? It must see unscaled gradients, so GradScaler has to unscale first"
