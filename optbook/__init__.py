@@ -18,6 +18,8 @@ from .lars import *
 from .radam import *
 from .widgets import *
 from .fused import *
+from .lion import *
+from .adafactor import *
 
 def _public_api():
     """`__all__`, derived from the chapters rather than kept by hand: a new chapter joins it by its `from .x import *` line.
