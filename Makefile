@@ -16,6 +16,8 @@ $(VENV_STAMP): setup.py settings.ini
 	$(PY) -m pip install -q -e ".[dev]"
 	# timm is a test-time reference only (LARS, LAMB, adaptive clipping): --no-deps so it never moves the torch pin
 	$(PY) -m pip install -q --no-deps timm==1.0.31
+	# schedulefree is the test-time reference of chapter 13d (AdamWScheduleFree, SGDScheduleFree), --no-deps likewise
+	$(PY) -m pip install -q --no-deps schedulefree==1.4.1
 	$(PY) -m pip install -q pyyaml huggingface_hub safetensors torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip check
 	@if git rev-parse --git-dir >/dev/null 2>&1; then .venv/bin/nbdev_install_hooks >/dev/null; fi

@@ -20,6 +20,8 @@ from .widgets import *
 from .fused import *
 from .lion import *
 from .adafactor import *
+from .muon import *
+from .schedule_free import *
 
 def _public_api():
     """`__all__`, derived from the chapters rather than kept by hand: a new chapter joins it by its `from .x import *` line.
