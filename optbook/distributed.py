@@ -18,10 +18,11 @@ from .weight_decay import param_groups
 
 # %% ../nbs/12_distributed.ipynb #ae9ee5a3
 def optimizer_classes() -> dict:
-    "optbook's named optimizers by name: the `torch.optim.Optimizer` subclasses in the `optbook` namespace that need nothing but `params`"
+    "optbook's named optimizers by name: the `torch.optim.Optimizer` subclasses in the `optbook` namespace that need nothing but `params` and drop into any training loop"
     out = {}
     for name, obj in vars(optbook).items():
         if not (isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)): continue
+        if not getattr(obj, 'drop_in', True): continue  # chapter 13: Muon takes hidden matrices only, schedule-free needs train()/eval()
         rest = list(inspect.signature(obj).parameters.values())[1:]
         if all(a.default is not a.empty or a.kind in (a.VAR_POSITIONAL, a.VAR_KEYWORD) for a in rest): out[name] = obj
     return out

@@ -72,9 +72,11 @@ class _AdjustLrFn:
          ns_steps=Hyper(5, _IntIn(0, 99), 'Newton-Schulz iterations (torch refuses 100 or more)'),
          eps=Hyper(1e-7, Interval(0.), 'floor of the norm the direction is divided by'))
 def orthogonalize(p, g, state, ns_coefficients, ns_steps, eps):
-    "Replace the direction by its orthogonalization $O = \\mathrm{NS}(g) \\approx UV^\\top$, in bfloat16 as torch"
+    "Replace the direction by its orthogonalization $O = \\mathrm{NS}(g) \\approx UV^\\top$, in bfloat16 as torch; a sharded matrix is gathered whole first"
     if g.ndim != 2: raise ValueError(f"Param gradient must be a 2D matrix, got shape {tuple(g.shape)}")
-    return newton_schulz(g, ns_coefficients, ns_steps, eps)
+    if not hasattr(g, 'full_tensor'): return newton_schulz(g, ns_coefficients, ns_steps, eps)
+    from torch.distributed.tensor import distribute_tensor  # a DTensor (FSDP2): every process orthogonalizes the whole matrix, keeps its shard
+    return distribute_tensor(newton_schulz(g.full_tensor(), ns_coefficients, ns_steps, eps), g.device_mesh, g.placements, src_data_rank=None)
 
 def adjusted_lr(lr, # the group's rate
                 adjust_lr_fn:str|None, # None or 'original', 'match_rms_adamw', 'spectral_unclamped'
@@ -96,6 +98,7 @@ muon_steppers = [ema_momentum, orthogonalize, decoupled_decay, muon_descend]
 
 class Muon(Optimizer, steppers=muon_steppers):
     "Muon (Jordan et al., 2024): each 2-D weight steps along its orthogonalized momentum; `torch.optim.Muon`'s arguments, defaults, state and results"
+    drop_in = False  # not for a whole model: hidden matrices only (chapter 12's generic harnesses leave it out)
     def __init__(self, params, # 2-D weights of hidden layers, or a list of parameter-group dicts (see `muon_param_groups`)
                  lr:float=1e-3, # learning rate $\gamma$
                  weight_decay:float=0.1, # decoupled decay $\lambda$: $W \leftarrow (1-\gamma\lambda) W$

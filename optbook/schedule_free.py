@@ -4,8 +4,7 @@
 
 # %% auto #0
 __all__ = ['adamw_schedule_free_steppers', 'sgd_schedule_free_steppers', 'sf_lr', 'sf_weight', 'sf_average_weight', 'sf_anchor',
-           'sf_adam_direction', 'sf_step', 'sf_sgd_step', 'ScheduleFree', 'AdamWScheduleFree', 'SGDScheduleFree',
-           'recompute_bn_stats']
+           'sf_adam_direction', 'sf_step', 'sf_sgd_step', 'AdamWScheduleFree', 'SGDScheduleFree', 'recompute_bn_stats']
 
 # %% ../nbs/13d_schedule_free.ipynb #ae660921
 import math
@@ -108,9 +107,10 @@ def _sf_sgd_step(ps, gs, states, momentum, **clock):
 _CLOCK_KEYS = ('k', 'lr_max', 'weight_sum', 'scheduled_lr')
 _MODE_KEYS = {'train_mode': False, 'scheduled_lr': 0.0}  # group keys no stepper reads: the mode, and the last rate (for logging)
 
-class ScheduleFree(Optimizer):
+class _ScheduleFree(Optimizer):
     "What Schedule-Free AdamW and SGD share: the group clock, `train()`/`eval()`, and a step that needs training mode"
     foreach_tensor_hypers = True  # a Tensor lr runs on the multi-tensor path, as in the package
+    drop_in = False  # a training loop must call train() and eval() (chapter 12's generic harnesses leave it out)
 
     def __init__(self, params, steppers, **hypers):
         kept = sorted(set(hypers) & {'k', 'lr_max', 'weight_sum'})
@@ -125,16 +125,16 @@ class ScheduleFree(Optimizer):
         "The interpolation between z and the average x: Adam's beta1, or SGD's momentum"
         raise NotImplementedError
 
-# %% ../nbs/13d_schedule_free.ipynb #fa80091e
+# %% ../nbs/13d_schedule_free.ipynb #1e334b09
 @patch
-def add_param_group(self:ScheduleFree, param_group):
+def add_param_group(self:_ScheduleFree, param_group):
     "The engine's checks, then the mode keys (a new group starts in evaluation mode, as in the package)"
     Optimizer.add_param_group(self, param_group)
     for key, v in _MODE_KEYS.items(): self.param_groups[-1].setdefault(key, v)
 
 @patch
 @torch.no_grad()
-def eval(self:ScheduleFree):
+def eval(self:_ScheduleFree):
     "Put the parameters at the average $x = y + (1 - 1/\\beta)(z - y)$: the model to evaluate, or to save"
     for group in self.param_groups:
         if group['train_mode']:
@@ -144,7 +144,7 @@ def eval(self:ScheduleFree):
 
 @patch
 @torch.no_grad()
-def train(self:ScheduleFree):
+def train(self:_ScheduleFree):
     "Put the parameters at $y = x + (1 - \\beta)(z - x)$, where the gradients are taken"
     for group in self.param_groups:
         if not group['train_mode']:
@@ -161,7 +161,7 @@ def _advance_clock(group):
     group['weight_sum'] = group['weight_sum'] + sf_weight(k, group['r'], lr_max, group['weight_lr_power'])
 
 @patch
-def step(self:ScheduleFree, closure=None):
+def step(self:_ScheduleFree, closure=None):
     "Refuse in evaluation mode; the closure; every group's clock; the engine's step; then `k` counts it (a skipped step leaves the clock)"
     if not self.param_groups[0]['train_mode']:
         raise RuntimeError(f"{type(self).__name__} was not in train mode when step was called: call optimizer.train() before training "
@@ -185,7 +185,7 @@ def step(self:ScheduleFree, closure=None):
 # %% ../nbs/13d_schedule_free.ipynb #518cd427
 adamw_schedule_free_steppers = [sf_anchor, ema_sq_grad, sf_adam_direction, l2_decay, sf_step]
 
-class AdamWScheduleFree(ScheduleFree, steppers=adamw_schedule_free_steppers):
+class AdamWScheduleFree(_ScheduleFree, steppers=adamw_schedule_free_steppers):
     "Schedule-Free AdamW (Defazio et al., 2024): Adam's normalized step on z, the parameters between z and its average; the `schedulefree` package's arguments, state and results"
     def __init__(self, params, # parameters, or a list of parameter-group dicts
                  lr:float=0.0025, # learning rate $\gamma$ after the warmup (no schedule needed)
@@ -208,7 +208,7 @@ class AdamWScheduleFree(ScheduleFree, steppers=adamw_schedule_free_steppers):
 # %% ../nbs/13d_schedule_free.ipynb #40733588
 sgd_schedule_free_steppers = [sf_anchor, l2_decay, sf_sgd_step]
 
-class SGDScheduleFree(ScheduleFree, steppers=sgd_schedule_free_steppers):
+class SGDScheduleFree(_ScheduleFree, steppers=sgd_schedule_free_steppers):
     "Schedule-Free SGD (Defazio et al., 2024): SGD on z, the parameters between z and its average; the `schedulefree` package's arguments, state and results"
     def __init__(self, params, # parameters, or a list of parameter-group dicts
                  lr:float=1.0, # learning rate $\gamma$ after the warmup (no schedule needed)
