@@ -151,6 +151,8 @@ class Adafactor(Optimizer, steppers=adafactor_steppers):
                  *, foreach:bool|None=None, # multi-tensor path only when True; None: the per-tensor loop, which needs less memory (torch's rule)
                  maximize:bool=False, # ascend instead of descend
                  **more): # keywords of whole-optimizer transforms (`max_grad_norm`, `skip_nonfinite`: chapter 08)
+        for k in ('fused', 'capturable', 'differentiable'):  # engine keywords torch's Adafactor does not take: refused as it refuses them
+            if k in more: raise TypeError(f"Adafactor got an unexpected keyword argument {k!r}: torch's Adafactor has no {k} mode; leave it out (foreach chooses the path)")
         super().__init__(params, adafactor_steppers, foreach=foreach, **more, lr=lr, beta2_decay=beta2_decay,
                          eps=tuple(eps) if isinstance(eps, list) else eps, d=d, weight_decay=weight_decay, maximize=maximize)
 

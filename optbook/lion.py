@@ -74,6 +74,8 @@ class Lion(Optimizer, steppers=lion_steppers):
                  maximize:bool=False, # ascend instead of descend
                  foreach:bool|None=None, # multi-tensor path: None takes it where it applies, False the per-tensor loop
                  **more): # keywords of whole-optimizer transforms (`max_grad_norm`, `skip_nonfinite`: chapter 08)
+        for k in ('fused', 'capturable', 'differentiable'):  # engine keywords timm's Lion does not take: refused as it refuses them
+            if k in more: raise TypeError(f"Lion got an unexpected keyword argument {k!r}: timm's Lion has no {k} mode; leave it out (foreach chooses the path)")
         max_lr = float(lr.detach()) if isinstance(lr, Tensor) and lr.numel() == 1 else lr  # timm's snapshot: a float copy of the peak rate
         super().__init__(params, lion_steppers, foreach=foreach, **more, lr=lr, betas=tuple(betas), weight_decay=weight_decay, caution=caution,
                          corrected_weight_decay=corrected_weight_decay, max_lr_snapshot=max_lr, maximize=maximize)

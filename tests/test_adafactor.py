@@ -221,3 +221,26 @@ def test_help_shows_the_docstring():
     text = pydoc.render_doc(Adafactor)
     assert 'torch.optim.Adafactor' in text and 'factored_second_moment' in text and 'beta2_decay=-0.8' in text
     assert optbook.Adafactor is Adafactor and 'Adafactor' in optbook.__all__
+
+def test_the_experiment_is_registered_with_the_methods_it_names():
+    import optbook.experiments as ex
+    assert 'lion-adafactor' in ex.EXPERIMENTS and ex.EXPERIMENTS['lion-adafactor'].minutes
+    p = [nn.Parameter(torch.zeros(2))]
+    made = {m: make(p, 1e-3) for m, (make, grid) in ex.AFTER_ADAM_METHODS.items()}
+    assert {m: type(o).__name__ for m, o in made.items()} == {'AdamW': 'AdamW', 'Lion': 'Lion', 'Adam': 'Adam', 'Adafactor': 'Adafactor'}
+    assert made['Lion'].defaults['weight_decay'] == 10 * made['AdamW'].defaults['weight_decay'] and made['Adam'].defaults['weight_decay'] == 0
+    assert all(len(grid) >= 3 and list(grid) == sorted(grid) for _, grid in ex.AFTER_ADAM_METHODS.values())
+
+def test_cuda_equals_torch():
+    if not torch.cuda.is_available(): pytest.skip('no CUDA here')
+    for kw in [i.kwargs for i in INPUTS]:
+        for foreach in (False, True):
+            d = max_divergence(lambda g: Adafactor(g, foreach=foreach, **kw), lambda g: torch.optim.Adafactor(g, foreach=foreach, **kw),
+                               steps=40, groups=GROUPS, shapes=SHAPES, scales=SCALES, skip=0.25, device='cuda')
+            assert d < TOL
+
+@pytest.mark.parametrize('name', ['fused', 'capturable', 'differentiable'])
+def test_keywords_torch_lacks_are_refused_alike(name):
+    p = nn.Parameter(torch.zeros(2))
+    with pytest.raises(TypeError): torch.optim.Adafactor([p], **{name: False})
+    with pytest.raises(TypeError, match=name): Adafactor([p], **{name: False})

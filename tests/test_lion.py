@@ -223,3 +223,16 @@ def test_help_shows_the_docstring():
     text = pydoc.render_doc(Lion)
     assert 'timm.optim.Lion' in text and 'lion_sign' in text and 'corrected_weight_decay=False' in text
     assert optbook.Lion is Lion and 'Lion' in optbook.__all__
+
+def test_cuda_equals_timm():
+    if not torch.cuda.is_available(): pytest.skip('no CUDA here')
+    kw = dict(lr=1e-2, weight_decay=0.1, caution=True)
+    for foreach in (False, True):
+        d = max_divergence(lambda g: Lion(g, foreach=foreach, **kw), lambda g: timm_optim.Lion(g, foreach=foreach, **kw), steps=40, groups=GROUPS, skip=0.25, device='cuda')
+        assert d < TOL
+
+@pytest.mark.parametrize('name', ['fused', 'capturable', 'differentiable'])
+def test_keywords_timm_lacks_are_refused_alike(name):
+    p = nn.Parameter(torch.zeros(2))
+    with pytest.raises(TypeError): timm_optim.Lion([p], **{name: False})
+    with pytest.raises(TypeError, match=name): Lion([p], **{name: False})
