@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['adafactor_steppers', 'mean_sq', 'factored_estimate', 'beta2_at', 'tensor_rms', 'clip_rms', 'relative_step', 'Worded',
            'EpsPair', 'factored_second_moment', 'variance_estimate', 'adafactor_direction', 'clip_update',
-           'adafactor_descend', 'Adafactor']
+           'adafactor_descend', 'Adafactor', 'factored_state_shapes']
 
 # %% ../nbs/13b_adafactor.ipynb #dc1234c9
 import math
@@ -17,7 +17,8 @@ from .weight_decay import decoupled_decay, _unhooked
 # %% ../nbs/13b_adafactor.ipynb #d39ba700
 def mean_sq(g:Tensor, dim:int) -> Tensor:
     "The mean of $g^2$ along `dim`, kept as a size-1 dimension; computed as a norm squared, so no tensor of g's size is made"
-    return torch.linalg.vector_norm(g, dim=dim, keepdim=True).square_().div_(g.size(dim))
+    return torch.linalg.vector_norm(g, dim=dim, keepdim=True).square().div_(g.size(dim))  # square(), not square_(): a sharded (DTensor)
+    # g's norm along its sharded dimension is a partial sum of the processes' norms, which an in-place op may not turn into the total
 
 def factored_estimate(row_var:Tensor, col_var:Tensor, eps1:float) -> Tensor:
     "$\\hat V = R C / \\max(\\mathrm{mean}(R), \\epsilon_1)$: the outer product of the row and column averages, over the last two dimensions"
@@ -180,3 +181,25 @@ def step(self:Adafactor, closure=None):
     return _eager_step(self, closure)
 
 _eager_step = torch._dynamo.disable(_unhooked(Optimizer.step))  # under torch.compile: no graph, as torch's Adafactor, whose step reads on the host
+
+# %% ../nbs/13b_adafactor.ipynb #64ff697a
+def factored_state_shapes(p:Tensor) -> dict:
+    "The shape of each state tensor Adafactor keeps for `p`: a matrix's `row_var` and `col_var`, a vector's `variance`, the counter `step`"
+    s = tuple(p.shape)
+    moments = dict(row_var=s[:-1] + (1,), col_var=s[:-2] + (1, s[-1])) if p.dim() > 1 else dict(variance=s)
+    return dict(step=()) | moments
+
+@patch
+def _check_state_shapes(self:Adafactor, state_dict):
+    "Chapter 00's checkpoint check with Adafactor's shapes: a checkpoint whose state does not fit its parameter is refused, naming where"
+    saved = state_dict['param_groups']
+    if len(saved) != len(self.param_groups) or any(len(s['params']) != len(g['params']) for s, g in zip(saved, self.param_groups)): return  # torch's check says so
+    for gi, (s, g) in enumerate(zip(saved, self.param_groups)):
+        for i, (pid, p) in enumerate(zip(s['params'], g['params'])):
+            want = factored_state_shapes(p)
+            for k, v in state_dict['state'].get(pid, {}).items():
+                if not isinstance(v, Tensor): continue
+                fits = v.numel() == 1 if k == 'step' else tuple(v.shape) == want.get(k)
+                if not fits:
+                    what = 'one number' if k == 'step' else f"shape {want[k]} for a parameter of shape {tuple(p.shape)}" if k in want else f"absent: a parameter of shape {tuple(p.shape)} keeps {', '.join(want)}"
+                    raise ValueError(f"Invalid checkpoint: state {k!r} of parameter {i} in group {gi} has shape {tuple(v.shape)}; it must be {what}")

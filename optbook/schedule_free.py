@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['adamw_schedule_free_steppers', 'sgd_schedule_free_steppers', 'sf_lr', 'sf_weight', 'sf_average_weight', 'sf_anchor',
-           'sf_adam_direction', 'sf_step', 'sf_sgd_step', 'AdamWScheduleFree', 'SGDScheduleFree', 'recompute_bn_stats']
+           'sf_adam_direction', 'sf_step', 'sf_sgd_step', 'AdamWScheduleFree', 'SGDScheduleFree', 'recompute_bn_stats',
+           'zero_mode']
 
 # %% ../nbs/13d_schedule_free.ipynb #ae660921
 import math
@@ -139,7 +140,8 @@ def eval(self:_ScheduleFree):
     for group in self.param_groups:
         if group['train_mode']:
             for p in group['params']:
-                if 'z' in self.state[p]: p.lerp_(end=self.state[p]['z'].to(p.device), weight=1 - 1 / self.beta(group))
+                z = self.state.get(p, {}).get('z')  # .get: an empty entry would tell torch.distributed.checkpoint the state exists
+                if z is not None: p.lerp_(end=z.to(p.device), weight=1 - 1 / self.beta(group))
             group['train_mode'] = False
 
 @patch
@@ -149,7 +151,8 @@ def train(self:_ScheduleFree):
     for group in self.param_groups:
         if not group['train_mode']:
             for p in group['params']:
-                if 'z' in self.state[p]: p.lerp_(end=self.state[p]['z'].to(p.device), weight=1 - self.beta(group))
+                z = self.state.get(p, {}).get('z')
+                if z is not None: p.lerp_(end=z.to(p.device), weight=1 - self.beta(group))
             group['train_mode'] = True
 
 # %% ../nbs/13d_schedule_free.ipynb #556e76d0
@@ -241,3 +244,24 @@ def recompute_bn_stats(model:nn.Module, # a model in the weights to evaluate (af
         for m, mom in zip(bns, momenta): m.momentum = mom
         model.train(was_training)
     return model
+
+# %% ../nbs/13d_schedule_free.ipynb #6314c533
+def zero_mode(zero, # a torch.distributed.optim.ZeroRedundancyOptimizer whose optimizer_class is schedule-free
+              train:bool): # True: `train()` (before the steps); False: `eval()` (to evaluate or save)
+    "The schedule-free mode switch under ZeRO, on every process: the local partition moves, the wrapper learns the mode, each parameter is broadcast from its owner"
+    import torch.distributed as dist
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    if not isinstance(zero, ZeroRedundancyOptimizer) or not isinstance(getattr(zero, 'optim', None), _ScheduleFree):
+        raise ValueError(f"Invalid zero: a {type(zero).__name__}; pass a ZeroRedundancyOptimizer built with optimizer_class=AdamWScheduleFree "
+                         "or SGDScheduleFree (any other schedule-free optimizer: call its train() or eval() directly)")
+    zero.optim.train() if train else zero.optim.eval()
+    for g in zero.param_groups: g['train_mode'] = train  # ZeRO copies these keys onto the local groups before each step
+    params = [p for g in zero.param_groups for p in g['params']]
+    mine = {id(p) for g in zero.optim.param_groups for p in g['params']}
+    owners = [None] * dist.get_world_size(zero.process_group)
+    dist.all_gather_object(owners, [i for i, p in enumerate(params) if id(p) in mine], group=zero.process_group)
+    with torch.no_grad():
+        for rank, idx in enumerate(owners):
+            src = dist.get_global_rank(zero.process_group, rank) if zero.process_group is not None else rank
+            for i in idx: dist.broadcast(params[i].data, src=src, group=zero.process_group)
+    return zero

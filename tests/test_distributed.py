@@ -1,5 +1,8 @@
 """optbook's optimizers under PyTorch's distributed engines, each against one process on the whole batch:
 DistributedDataParallel, ZeroRedundancyOptimizer, FSDP2 (`fully_shard`, DTensor parameters) and torch.distributed.checkpoint.
+Every drop-in class of `optimizer_classes()` (chapters 02-13: Lion and Adafactor among them) on the MNIST-1D CNN; chapter 13's
+classes that are not drop-in (Muon on an MLP's hidden matrices with AdamW on the rest; the schedule-free classes, with their
+train()/eval() mode switch) in a scenario of their own on every engine.
 
 2 processes, gloo, CPU, 127.0.0.1 on a free port. Each engine's scenario runs once per session in 2 worker processes (this file,
 run as a script: `python tests/test_distributed.py RANK PORT PORT OUT`), killed after TIMEOUT seconds; a worker always
@@ -26,6 +29,9 @@ MAX_NORM = 0.05  # in-optimizer clipping threshold: below the gradient norms of 
 # 2e-6 (~17 float32 ulps of 1.0) is far below what a wrong gradient does (one half-batch instead of both moves the
 # parameters by 2.5e-3 (SGD) to 0.47 (RMSpropW) in 6 steps). ZeRO changes no arithmetic at all: compared exactly.
 TOL = {torch.float64: dict(rtol=0, atol=1e-12), torch.float32: dict(rtol=0, atol=2e-6)}
+# Chapter 13's drop-in classes, measured on every engine: Lion 0 (its sign absorbs the last bits), Adafactor <= 3.0e-8 in
+# float32 and 5.6e-17 in float64 (DDP, FSDP2, DCP; ZeRO 0). Adafactor's per-shard version (each process's rows as separate
+# tensors) ends 5.0e-3 away, LARS's 1.4e-3.
 # One configuration amplifies more: RMSprop (no decay) after a clip to MAX_NORM, whose first steps are lr * g / (0.1 |g| + eps)
 # with |g| near eps for some elements, so the last bits of the reduce-scatter show in its FSDP2 run: measured 2.9e-6 on an
 # AVX2-only CPU (the other configurations there <= 3.6e-7), 5.4e-7 on an AVX-512 one. Its float32 FSDP2 tolerance is 1e-5,
@@ -55,12 +61,14 @@ def _configs():
 
 CONFIGS, CLIP = _configs()
 ALL = CONFIGS | CLIP
-WHOLE_TENSOR = [label for label in ALL if label.startswith(('LARS', 'LAMB'))]  # per-tensor norms
+WHOLE_TENSOR = [label for label in ALL if label.startswith(('LARS', 'LAMB', 'Adafactor'))]  # per-tensor norms; Adafactor's column
+# means of a matrix (FSDP2 shards the rows), its update clip's RMS and its relative step's RMS of the weights: all over the whole
+# tensor, which DTensor reductions give (no gather needed), as for LARS's and LAMB's trust ratios
 # (a global-norm clip is not among them: the L2 norm of all gradients is the same whether a tensor is whole or split in
 # shards, so shards fed as separate tensors end at the same place; its FSDP2 check is that it equals one process)
 
 def test_every_optimizer_of_the_book_is_covered():
-    assert {'SGD', 'SGD momentum', 'Nesterov', 'RMSprop', 'Adam', 'AMSGrad', 'AdamW', 'RAdam', 'SGDW', 'RMSpropW'} <= set(CONFIGS)
+    assert {'SGD', 'SGD momentum', 'Nesterov', 'RMSprop', 'Adam', 'AMSGrad', 'AdamW', 'RAdam', 'SGDW', 'RMSpropW', 'Lion', 'Adafactor'} <= set(CONFIGS)
     assert set(optimizer_classes()) == {n for n, _ in CONFIGS.values()}
 
 # ---------------------------------------------------------------- the problem: the MNIST-1D CNN, tiny, on random data
@@ -347,6 +355,126 @@ def test_distributed_checkpoint_resumes_identically(dcp, label):
     torch.testing.assert_close(r['resumed'], r['straight'], rtol=0, atol=0)
     torch.testing.assert_close(r['straight'], reference(label, steps=2 * STEPS), **TOL[torch.float32])
 
+# ---------------------------------------------------------------- chapter 13's classes that are not drop-in (`drop_in = False`)
+# Muon takes hidden matrices only: it steps the MLP's hidden weights and AdamW the rest (`muon_param_groups`), two optimizers
+# stepped together. Schedule-free must be told the mode: `train()` before the steps, `eval()` to evaluate or save; both
+# modes are compared. float64: Muon's Newton-Schulz runs in bfloat16, whose rounding a float32 gradient's last bits (DDP's
+# two half-batch means, FSDP2's reduce-scatter) can flip; in float64 those bits lie far below it.
+CH13 = {'Muon': dict(lr=2e-2, weight_decay=0.1, momentum=0.9), 'AdamWScheduleFree': dict(lr=1e-2, weight_decay=1e-2, warmup_steps=2),
+        'SGDScheduleFree': dict(lr=0.5, weight_decay=1e-3, warmup_steps=2)}
+
+def make_mlp(seed=0):
+    "40 -> 16 -> 7 -> 10, float64: Muon's two hidden matrices shard evenly (16 rows) and unevenly (7 = 4 + 3)"
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(40, 16), torch.nn.ReLU(), torch.nn.Linear(16, 7), torch.nn.ReLU(), torch.nn.Linear(7, 10)).double()
+
+def ch13_parts(label, model):
+    "[(params, class, keywords)]: the optimizers the label steps together"
+    if label == 'Muon':
+        split = optbook.muon_param_groups(model)
+        return [(split.muon, optbook.Muon, CH13[label]), (split.adamw, optbook.AdamW, BASE)]
+    return [(list(model.parameters()), getattr(optbook, label), CH13[label])]
+
+class Together:
+    "Optimizers stepped as one (Muon's and AdamW's); `train()`/`eval()` reach those that have a mode"
+    def __init__(self, opts): self.opts = list(opts)
+    def zero_grad(self): [o.zero_grad() for o in self.opts]
+    def step(self): [o.step() for o in self.opts]
+    def mode(self, train: bool):
+        for o in self.opts:
+            if hasattr(o, 'train'): o.train() if train else o.eval()
+
+def ch13_reference(label, steps=STEPS):
+    "One process, whole batches: the parameters in train mode (where gradients are taken) and in eval mode (the average)"
+    model = make_mlp()
+    opt = Together(cls(ps, **kw) for ps, cls, kw in ch13_parts(label, model))
+    opt.mode(True); train_steps(model, opt, batches(torch.float64, steps))
+    trained = flat(model); opt.mode(False)
+    return trained, flat(model)
+
+def ch13_scenario(rank, out):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.distributed.device_mesh import init_device_mesh
+    mesh, part, res = init_device_mesh('cpu', (WORLD,)), lambda t: local_part(t, rank, WORLD), {}
+    data = batches(torch.float64, 2 * STEPS)
+    def ddp(label):
+        model = make_mlp(); opt = Together(cls(ps, **kw) for ps, cls, kw in ch13_parts(label, model))
+        opt.mode(True); train_steps(DDP(model), opt, data[:STEPS], part)
+        trained = flat(model); opt.mode(False)
+        return trained, flat(model)
+    def zero(label):
+        model = make_mlp()
+        zeros = [ZeroRedundancyOptimizer(ps, optimizer_class=cls, **kw) for ps, cls, kw in ch13_parts(label, model)]
+        sf = [z for z in zeros if hasattr(z.optim, 'train')]
+        for z in sf: optbook.zero_mode(z, train=True)  # the wrapper's groups too: ZeRO copies them onto the local ones each step
+        train_steps(model, Together(zeros), data[:STEPS])  # whole batches: only the state is sharded
+        trained = flat(model)
+        for z in sf: z.optim.eval()
+        unsynced = flat(model)  # the local switch alone: each process moved only its own partition to the average
+        for z in sf: optbook.zero_mode(z, train=False)
+        owners = [None] * WORLD
+        dist.all_gather_object(owners, sum(len(g['params']) for z in zeros for g in z.optim.param_groups))
+        return trained, flat(model), unsynced, owners
+    def fsdp(label):
+        from torch.distributed.fsdp import fully_shard
+        model = fully_shard(make_mlp(), mesh=mesh)
+        opt = Together(cls(ps, **kw) for ps, cls, kw in ch13_parts(label, model))
+        opt.mode(True); train_steps(model, opt, data[:STEPS], part)
+        trained = _full(model); opt.mode(False)
+        return trained, _full(model)
+    def dcp(label):
+        from torch.distributed.fsdp import fully_shard
+        model = fully_shard(make_mlp(), mesh=mesh)
+        opt = Together(cls(ps, **kw) for ps, cls, kw in ch13_parts(label, model))
+        opt.mode(True); train_steps(model, opt, data[:STEPS], part)
+        save_checkpoint(out/f'dcp13-{label}', model, opt.opts, epoch=STEPS)  # in train mode, as a run is stopped
+        train_steps(model, opt, data[STEPS:], part)
+        fresh = fully_shard(make_mlp(seed=1), mesh=mesh)
+        opt2 = Together(cls(ps, **kw) for ps, cls, kw in ch13_parts(label, fresh))
+        opt2.mode(True)  # torch's get_state_dict takes one zero-rate step to create the state: schedule-free steps in train mode only
+        done = load_checkpoint(out/f'dcp13-{label}', fresh, opt2.opts)
+        train_steps(fresh, opt2, data[STEPS:], part)
+        return dict(done=done, straight=_full(model), resumed=_full(fresh))
+    for engine, fn in dict(ddp=ddp, zero=zero, fsdp=fsdp, dcp=dcp).items():
+        for label in CH13: res[engine, label] = _errors(lambda: fn(label))
+    return res
+
+@pytest.fixture(scope='module')
+def ch13(results): return results['ch13']
+
+def test_ch13_classes_are_the_ones_left_out_of_the_generic_scenarios():
+    left_out = {n for n, c in vars(optbook).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and not getattr(c, 'drop_in', True)}
+    assert left_out == set(CH13) and not left_out & set(optimizer_classes())
+
+@pytest.mark.parametrize('engine', ['ddp', 'fsdp'])
+@pytest.mark.parametrize('label', CH13)
+def test_ch13_ddp_and_fsdp2_equal_one_process_in_both_modes(ch13, engine, label):
+    r = ch13[engine, label]
+    assert not isinstance(r, str), r
+    for got, want in zip(r, ch13_reference(label)): torch.testing.assert_close(got, want, **TOL[torch.float64])
+    trained, evaluated = ch13_reference(label)
+    assert (trained != evaluated).any() == label.endswith('ScheduleFree')  # the modes differ where there are modes
+
+@pytest.mark.parametrize('label', CH13)
+def test_ch13_zero_equals_one_process_once_the_mode_switch_is_broadcast(ch13, label):
+    r = ch13['zero', label]
+    assert not isinstance(r, str), r
+    trained, evaluated, unsynced, owners = r
+    assert all(owners) and sum(owners) == len(list(make_mlp().parameters()))  # each process steps a partition, no tensor twice
+    want = ch13_reference(label)
+    torch.testing.assert_close(trained, want[0], rtol=0, atol=0)
+    torch.testing.assert_close(evaluated, want[1], rtol=0, atol=0)
+    if label.endswith('ScheduleFree'): assert (unsynced - want[1]).abs().max() > 1e-4  # without the broadcast, process 0's copy is half in each mode
+
+@pytest.mark.parametrize('label', CH13)
+def test_ch13_distributed_checkpoint_resumes_identically(ch13, label):
+    r = ch13['dcp', label]
+    assert not isinstance(r, str), r
+    assert r['done'] == STEPS
+    torch.testing.assert_close(r['resumed'], r['straight'], rtol=0, atol=0)
+    torch.testing.assert_close(r['straight'], ch13_reference(label, 2 * STEPS)[0], **TOL[torch.float64])
+
 # ---------------------------------------------------------------- the script, as torchrun starts it
 def script_scenario(rank, port, out):
     "`python -m optbook.distributed`'s main in each process, with the environment torchrun would give it"
@@ -364,7 +492,7 @@ def test_script_trains_the_mnist1d_cnn(results):
     assert [l.count('test acc') for l in results['logs']] == [2, 0]  # process 0 alone prints, one line per epoch
     assert history[1]['test_acc'] > 0.3 and history[1]['train_loss'] < history[0]['train_loss']  # chance is 0.1
 
-SCENARIOS = dict(ddp=ddp_scenario, zero=zero_scenario, fsdp=fsdp_scenario, dcp=dcp_scenario)
+SCENARIOS = dict(ddp=ddp_scenario, zero=zero_scenario, fsdp=fsdp_scenario, dcp=dcp_scenario, ch13=ch13_scenario)
 
 def _exit_without_finalizing(fn):
     """Run `fn()`, then leave at once with its status (0, or 1 after printing the traceback), skipping the interpreter's
