@@ -205,7 +205,7 @@ def test_compile_recipe_with_a_tensor_lr():
 
 def test_help_shows_the_rule_and_the_arguments():
     doc = Muon.__doc__
-    for word in ('Jordan', 'ema_momentum', 'orthogonalize', 'decoupled_decay', 'muon_descend', 'ns_coefficients', 'adjust_lr_fn', 'match_rms_adamw'):
+    for word in ('Jordan', 'muon_momentum', 'orthogonalize', 'decoupled_decay', 'muon_descend', 'ns_coefficients', 'adjust_lr_fn', 'match_rms_adamw'):
         assert word in doc, word
 
 def test_cuda_equals_torch():

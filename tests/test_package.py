@@ -110,3 +110,12 @@ def test_wheel_metadata(wheel):
     assert urls['Issues'] == 'https://github.com/optbook/optbook/issues'
     runtime = [r for r in meta.get_all('Requires-Dist') if 'extra ==' not in r]
     assert [re.split(r'[<>=!~;\[ ]', r)[0] for r in runtime] == ['torch'], runtime
+
+def test_no_public_name_is_exported_by_two_chapters():
+    "`from optbook import *` takes each chapter's `__all__`; a name two chapters export would silently shadow the earlier one (13c's Muon stepper once hid 03's `ema_momentum`)"
+    import types, collections
+    import optbook
+    owners = collections.defaultdict(list)
+    for mod in [m for m in vars(optbook).values() if isinstance(m, types.ModuleType) and m.__name__.startswith('optbook.')]:
+        for n in getattr(mod, '__all__', ()): owners[n].append(mod.__name__)
+    assert not {n: ms for n, ms in owners.items() if len(ms) > 1}
