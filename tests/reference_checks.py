@@ -59,3 +59,15 @@ def compile_recipe(make, n_params:int=6, steps:int=5, seed:int=0, compiled:bool=
             for p in ps: p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
             step(); sched.step(); frames.append(counter.frame_count if compiled else None)
     return ps, frames
+
+def train_small(make_opt, scaler=None, n=12):
+    "A 6-8-2 tanh net trained `n` steps in float64 with `make_opt` (through `scaler` when given): its final parameters, flat, and the optimizer"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    opt, gen = make_opt(model.parameters()), torch.Generator().manual_seed(1)
+    for _ in range(n):
+        x, y = torch.randn(16, 6, generator=gen, dtype=torch.float64), torch.randn(16, 2, generator=gen, dtype=torch.float64)
+        opt.zero_grad(); loss = nn.functional.mse_loss(model(x), y)
+        if scaler: scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+        else: loss.backward(); opt.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()]), opt

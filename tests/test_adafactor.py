@@ -1,30 +1,19 @@
 "optbook.Adafactor against torch.optim.Adafactor in float64: torch's own test inputs and error inputs, random configurations, checkpoints moved both ways, Tensor lr, mixed dtypes, compile, GradScaler, pickling."
-import copy, pickle, pydoc, random, sys, types, unittest, warnings
+import copy, pickle, pydoc, random, warnings
 import pytest, torch
 from torch import nn
 import optbook
 from optbook import Adafactor, max_divergence
 from optbook.adafactor import factored_second_moment
 from equivalence import assert_random_problem_equal
-from reference_checks import moved_checkpoint_divergence, compile_recipe
+from reference_checks import moved_checkpoint_divergence, compile_recipe, train_small as _train
 
 TOL = 1e-10
 SHAPES, SCALES = ((4, 3), (3,), (2, 3, 2), (5, 1), ()), (1., 1e-3, 1e3, 10., 1.)
 GROUPS = [{}, {'lr': 3e-2}, {'weight_decay': 0.5, 'd': 2.}, {'eps': (1e-30, 1e-2)}, {'beta2_decay': -0.6}]
 worst = {'Adafactor': 0.}
 
-def _common_optimizers():
-    "torch's OptimizerInfo database, imported without torch's test-only dependency `expecttest` (needed only by its TestCase)"
-    try: import expecttest  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType('expecttest'); stub.TestCase = unittest.TestCase
-        sys.modules['expecttest'] = stub
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        from torch.testing._internal import common_optimizers
-    return common_optimizers
-
-CO = _common_optimizers()
+from test_torch_optiminfo import CO  # torch's OptimizerInfo database, read as that file reads it
 INFO = next(o for o in CO.optim_db if o.name == 'Adafactor')
 INPUTS = list({i.desc: i for dev in ('cpu', 'cuda') for i in INFO.optim_inputs_func(device=dev) if i.params is None}.values())
 ERRORS = INFO.optim_error_inputs_func(device='cpu', dtype=torch.float64)
@@ -177,17 +166,6 @@ def test_transform_keywords():
     for p in a: p.grad = torch.full_like(p, float('inf'))
     o.step()
     assert all(torch.equal(p, q) for p, q in zip(a, before)) and o.skipped_steps == 1 and not o.state
-
-def _train(make_opt, scaler=None, n=12):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2)).double()
-    opt, gen = make_opt(model.parameters()), torch.Generator().manual_seed(1)
-    for _ in range(n):
-        x, y = torch.randn(16, 6, generator=gen, dtype=torch.float64), torch.randn(16, 2, generator=gen, dtype=torch.float64)
-        opt.zero_grad(); loss = nn.functional.mse_loss(model(x), y)
-        if scaler: scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-        else: loss.backward(); opt.step()
-    return torch.cat([p.detach().flatten() for p in model.parameters()]), opt
 
 def test_grad_scaler():
     with warnings.catch_warnings():

@@ -6,7 +6,7 @@ import optbook
 from optbook import Lion, max_divergence
 from optbook.lion import lion_sign
 from equivalence import assert_random_problem_equal, assert_mixed_dtypes_equal
-from reference_checks import moved_checkpoint_divergence, compile_recipe
+from reference_checks import moved_checkpoint_divergence, compile_recipe, train_small as _train
 
 timm_optim = pytest.importorskip('timm.optim')  # the reference, a dev dependency
 TOL = 1e-10
@@ -179,17 +179,6 @@ def test_transform_keywords():
     for p in a: p.grad = torch.full_like(p, float('nan'))
     o.step()
     assert all(torch.equal(p, q) for p, q in zip(a, before)) and o.skipped_steps == 1 and not o.state
-
-def _train(make_opt, scaler=None, n=12):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2)).double()
-    opt, gen = make_opt(model.parameters()), torch.Generator().manual_seed(1)
-    for _ in range(n):
-        x, y = torch.randn(16, 6, generator=gen, dtype=torch.float64), torch.randn(16, 2, generator=gen, dtype=torch.float64)
-        opt.zero_grad(); loss = nn.functional.mse_loss(model(x), y)
-        if scaler: scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-        else: loss.backward(); opt.step()
-    return torch.cat([p.detach().flatten() for p in model.parameters()]), opt
 
 def test_grad_scaler():
     with warnings.catch_warnings():
