@@ -5,7 +5,7 @@ from optbook.experiments import SHOOT_METHODS, SHOOT_METRIC, shootout, shoot_rat
 
 def test_every_exported_optimizer_joins_the_shootout():
     assert {c for c, _, _ in SHOOT_METHODS.values()} >= set(optimizer_classes()) - {'SGDW', 'RMSpropW'}
-    assert {'SGD', 'SGD momentum', 'Nesterov', 'RMSprop', 'Adam', 'AMSGrad', 'AdamW', 'RAdam', 'Lion', 'Adafactor', 'Schedule-Free AdamW'} <= set(SHOOT_METHODS)
+    assert {'SGD', 'SGD momentum', 'Nesterov', 'RMSprop', 'Adam', 'AMSGrad', 'AdamW', 'RAdam', 'Lion', 'Adafactor', 'Muon', 'Schedule-Free AdamW', 'Schedule-Free SGD'} <= set(SHOOT_METHODS)
     assert SHOOT_METHODS['LARS'][1]['always_adapt']  # the trust ratio acts: LARS is not SGD momentum in disguise
 
 def _row(task, method, lr, seed, split, value, schedule='constant', metric=None):
