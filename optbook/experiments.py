@@ -192,7 +192,7 @@ def mnist1d_protocol_dls(bs:int=100, seed:int=0, n_valid:int=500):
     dls.test = DataLoader(TensorDataset(d['x_test'], d['y_test']), batch_size=2 * bs)
     return dls
 
-# %% ../nbs/01d_experiments.ipynb #e8b5a096
+# %% ../nbs/01d_experiments.ipynb #970ef619
 from .data import digits, char_corpus, copy_task, _chunks
 
 def _with_test(dls, x, y, bs):

@@ -4,15 +4,16 @@
 
 # %% auto #0
 __all__ = ['JORDAN_COEFFICIENTS', 'ADJUST_LR_FNS', 'muon_steppers', 'newton_schulz', 'muon_momentum', 'orthogonalize',
-           'adjusted_lr', 'muon_descend', 'Muon', 'MuonSplit', 'muon_param_groups']
+           'adjusted_lr', 'muon_descend', 'Muon', 'MuonSplit', 'muon_param_groups', 'MuonAdamW']
 
 # %% ../nbs/13c_muon.ipynb #e572251c
 import math
+from collections import defaultdict
 import torch
 from torch import Tensor, nn
 from .core import *
 from .core import _real
-from .weight_decay import decoupled_decay, _unhooked
+from .weight_decay import AdamW, decoupled_decay, _unhooked
 
 # %% ../nbs/13c_muon.ipynb #c5cd990f
 JORDAN_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan et al. (2024): (a, b, c), the largest slope a at 0 they found to work
@@ -174,3 +175,109 @@ def muon_param_groups(model:nn.Module, # the model to split
         else: reason = f"AdamW: a matrix of an nn.{type(mod).__name__}, not of a hidden nn.Linear"
         (muon if reason.startswith('Muon') else adamw).append(p); why[name] = reason
     return MuonSplit(muon, adamw, why)
+
+# %% ../nbs/13c_muon.ipynb #e84a7f51
+_NO_USE_MUON = ("MuonAdamW needs to know which tensors go to Muon: pass optbook.muon_param_groups(model), or a list of parameter-group "
+                "dicts each with use_muon=True (2-D hidden weights) or use_muon=False (everything else)")
+
+def _as_groups(params):
+    "A `MuonSplit` as two group dicts (its empty halves left out); group dicts as they are; anything else refused"
+    if isinstance(params, MuonSplit):
+        return [{'params': ps, 'use_muon': flag} for ps, flag in ((params.muon, True), (params.adamw, False)) if ps]
+    if isinstance(params, Tensor): raise ValueError(f"Invalid params: a Tensor. {_NO_USE_MUON}")
+    groups = list(params)
+    bad = [i for i, g in enumerate(groups) if not isinstance(g, dict) or not isinstance(g.get('use_muon'), bool)]
+    if bad: raise ValueError(f"Invalid params: entry {bad[0]} is {'a dict without a bool use_muon' if isinstance(groups[bad[0]], dict) else 'not a parameter-group dict'}. {_NO_USE_MUON}")
+    return groups
+
+# %% ../nbs/13c_muon.ipynb #4a47ffc4
+class MuonAdamW(torch.optim.Optimizer):
+    "Muon on the hidden matrices and AdamW on the rest, as one `torch.optim.Optimizer`: its groups are the two inner optimizers' groups, the same dicts"
+    def __init__(self, params, # `muon_param_groups(model)`, or group dicts each with `use_muon: bool` (Jordan's `MuonWithAuxAdam` convention)
+                 lr:float=1e-3, # one rate for both halves: Muon's is adjusted to each matrix's shape by `adjust_lr_fn`
+                 weight_decay:float=1e-2, # decoupled decay $\lambda$ of both halves (AdamW's default)
+                 momentum:float=0.95, # Muon's momentum $\mu$
+                 nesterov:bool=True, # Muon's Nesterov direction
+                 ns_coefficients:tuple=JORDAN_COEFFICIENTS, # Muon's Newton-Schulz polynomial (a, b, c)
+                 ns_steps:int=5, # Muon's Newton-Schulz iterations
+                 ns_eps:float=1e-7, # Muon's `eps`: floor of the norm its direction is divided by
+                 adjust_lr_fn:str|None='match_rms_adamw', # Muon's rate for a matrix: Liu et al.'s by default, so AdamW's rate and decay carry over
+                 betas:tuple=(0.9, 0.999), # AdamW's $(\beta_1, \beta_2)$
+                 eps:float=1e-8, # AdamW's $\epsilon$
+                 amsgrad:bool=False): # AdamW's running maximum of $v$
+        self.muon_defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_coefficients=ns_coefficients,
+                                  ns_steps=ns_steps, eps=ns_eps, adjust_lr_fn=adjust_lr_fn)
+        self.adamw_defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+        self.inner = {True: None, False: None}  # use_muon -> the Muon or AdamW that steps those groups (None until a group needs it)
+        super().__init__(_as_groups(params), dict(lr=lr, weight_decay=weight_decay))
+
+    def optimizers(self) -> list:
+        "The inner optimizers that have groups: Muon first, then AdamW"
+        return [o for o in (self.inner[True], self.inner[False]) if o is not None]
+
+# %% ../nbs/13c_muon.ipynb #c78a921d
+@patch
+def add_param_group(self:MuonAdamW, param_group):
+    "Give a group to Muon or AdamW by its `use_muon`, checked by that optimizer, and keep the very dict it keeps"
+    if not isinstance(param_group, dict) or not isinstance(param_group.get('use_muon'), bool): raise ValueError(f"Invalid parameter group. {_NO_USE_MUON}")
+    group = dict(param_group)  # the caller's dict stays as it was
+    params = group['params']
+    group['params'] = [params] if isinstance(params, Tensor) else list(params)
+    where = f"group {len(self.param_groups)}"
+    if group['use_muon']:
+        for i, p in enumerate(group['params']):
+            if p.ndim != 2: raise ValueError(f"Invalid tensor {i} of {where} (use_muon=True): shape {tuple(p.shape)} is not a 2-D matrix; Muon takes the "
+                                             "hidden layers' 2-D weights only: put it in a use_muon=False group (AdamW), or split the model with optbook.muon_param_groups(model)")
+    seen = {id(p) for g in self.param_groups for p in g['params']}
+    if any(id(p) in seen for p in group['params']): raise ValueError(f"Invalid {where}: some parameters appear in more than one parameter group")
+    flag = group['use_muon']
+    if self.inner[flag] is None:
+        cls, defaults = (Muon, self.muon_defaults) if flag else (AdamW, self.adamw_defaults)
+        self.inner[flag] = cls([group], **defaults)
+        self.inner[flag].state = self.state  # one state for both: the torch state_dict of this optimizer covers every tensor
+    else: self.inner[flag].add_param_group(group)
+    self.param_groups.append(self.inner[flag].param_groups[-1])
+
+# %% ../nbs/13c_muon.ipynb #8ea94be1
+@patch
+def step(self:MuonAdamW, closure=None):
+    "Evaluate `closure` once, then step Muon's groups and AdamW's"
+    loss = None
+    if closure is not None:
+        with torch.enable_grad(): loss = closure()
+    for opt in self.optimizers(): opt.step()
+    return loss
+
+@patch
+def load_state_dict(self:MuonAdamW, state_dict):
+    "Load a `MuonAdamW` checkpoint: each inner optimizer loads its groups and their state (checked as it checks them); all or nothing"
+    saved = state_dict['param_groups']
+    flags = [g.get('use_muon') for g in saved]
+    if flags != [g['use_muon'] for g in self.param_groups]:
+        raise ValueError(f"Invalid checkpoint: its groups' use_muon are {flags}, this optimizer's {[g['use_muon'] for g in self.param_groups]}")
+    before = {flag: opt.state_dict() for flag, opt in self.inner.items() if opt is not None}
+    try:
+        for flag, opt in self.inner.items():
+            if opt is None: continue
+            mine = [g for g in saved if g['use_muon'] is flag]
+            ids = {i for g in mine for i in g['params']}
+            opt.load_state_dict({'state': {i: s for i, s in state_dict['state'].items() if i in ids}, 'param_groups': mine})
+    except BaseException:
+        for flag, sd in before.items(): self.inner[flag].load_state_dict(sd)
+        self._join()
+        raise
+    self._join()
+
+@patch
+def _join(self:MuonAdamW):
+    "After the inner optimizers load: one state shared by both again, and this optimizer's groups their dicts, in its order"
+    state = defaultdict(dict)
+    for opt in self.optimizers(): state.update(opt.state)
+    for opt in self.optimizers(): opt.state = state
+    self.state, groups = state, {flag: iter(opt.param_groups) for flag, opt in self.inner.items() if opt is not None}
+    self.param_groups = [next(groups[g['use_muon']]) for g in self.param_groups]
+
+@patch
+def __getstate__(self:MuonAdamW):
+    "torch's pickled state, plus the inner optimizers and their defaults (torch keeps only its own keys)"
+    return super(MuonAdamW, self).__getstate__() | {k: self.__dict__[k] for k in ('inner', 'muon_defaults', 'adamw_defaults')}

@@ -235,3 +235,151 @@ def test_split_of_the_cnn_and_bad_arguments():
 
 def test_top_level_api():
     assert optbook.Muon is Muon and optbook.muon_param_groups is muon_param_groups
+
+
+# MuonAdamW: Muon and AdamW as one optimizer object, against torch's Muon + AdamW stepped side by side
+
+def _three_layers(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+
+def _pair_data(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(32, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
+
+def _pair_loss(m, data): return nn.functional.cross_entropy(m(data[0]), data[1])
+
+def _linear_lr(opt): return torch.optim.lr_scheduler.LinearLR(opt, start_factor=1., end_factor=0.1, total_iters=20)
+
+def _torch_pair(groups, **kw):
+    "torch's Muon on the use_muon groups, torch's AdamW on the others, with MuonAdamW's defaults"
+    muon = dict(lr=kw.get('lr', 1e-3), weight_decay=kw.get('weight_decay', 0.01), adjust_lr_fn='match_rms_adamw')
+    adamw = dict(lr=kw.get('lr', 1e-3), weight_decay=kw.get('weight_decay', 0.01))
+    strip = lambda g: {k: v for k, v in g.items() if k != 'use_muon'}
+    return [torch.optim.Muon([strip(g) for g in groups if g['use_muon']], **muon), torch.optim.AdamW([strip(g) for g in groups if not g['use_muon']], **adamw)]
+
+def _groups(model, style):
+    split = muon_param_groups(model)
+    if style == 'split': return split
+    return [{'params': split.muon[:1], 'use_muon': True, 'lr': 0.02, 'momentum': 0.9}, {'params': split.adamw, 'use_muon': False, 'betas': (0.9, 0.95), 'eps': 1e-10},
+            {'params': split.muon[1:], 'use_muon': True, 'weight_decay': 0.}]
+
+@pytest.mark.parametrize('style', ['split', 'dicts'])
+@pytest.mark.parametrize('resume', [None, 10])
+def test_muon_adamw_equals_torch_muon_and_adamw(style, resume):
+    "20 steps under LinearLR, equal to torch's two optimizers under two LinearLRs; with resume, a checkpoint loaded mid-run into fresh objects"
+    data = _pair_data()
+    ours_net, ref_net = _three_layers(), _three_layers()
+    ours = optbook.MuonAdamW(_groups(ours_net, style), lr=0.01); sched = _linear_lr(ours)
+    ref_groups = _groups(ref_net, style)
+    refs = _torch_pair([{'params': ref_groups.muon, 'use_muon': True}, {'params': ref_groups.adamw, 'use_muon': False}] if style == 'split' else ref_groups, lr=0.01)
+    ref_scheds = [_linear_lr(o) for o in refs]
+    for t in range(20):
+        if t == resume:
+            ckpt = copy.deepcopy((ours_net.state_dict(), ours.state_dict(), sched.state_dict()))
+            ours_net = _three_layers(seed=5); ours_net.load_state_dict(ckpt[0])
+            ours = optbook.MuonAdamW(_groups(ours_net, style), lr=0.5, momentum=0.5); sched = _linear_lr(ours)
+            ours.load_state_dict(ckpt[1]); sched.load_state_dict(ckpt[2])
+        ours.zero_grad(); _pair_loss(ours_net, data).backward(); ours.step(); sched.step()
+        for o in refs: o.zero_grad()
+        _pair_loss(ref_net, data).backward()
+        for o, s in zip(refs, ref_scheds): o.step(); s.step()
+    muon_ids = {id(p) for g in ours.param_groups if g['use_muon'] for p in g['params']}
+    for (name, a), b in zip(ours_net.named_parameters(), ref_net.parameters()):
+        if id(a) in muon_ids: assert torch.equal(a, b), name  # Muon to the bit
+        else: torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert {i for g in ours.param_groups for i in range(len(g['params']))} and ours.param_groups[0]['lr'] == pytest.approx(0.01 * 0.1 if style == 'split' else 0.02 * 0.1)
+
+def test_muon_adamw_groups_and_state_are_the_inner_optimizers():
+    net = _three_layers()
+    opt = optbook.MuonAdamW(_groups(net, 'dicts'))
+    assert [g['use_muon'] for g in opt.param_groups] == [True, False, True]
+    assert opt.param_groups[0] is opt.inner[True].param_groups[0] and opt.param_groups[2] is opt.inner[True].param_groups[1]
+    assert opt.param_groups[1] is opt.inner[False].param_groups[0]
+    assert opt.inner[True].state is opt.state is opt.inner[False].state
+    g = opt.param_groups[0]
+    assert (g['lr'], g['momentum'], g['weight_decay'], g['adjust_lr_fn'], g['nesterov'], g['eps']) == (0.02, 0.9, 0.01, 'match_rms_adamw', True, 1e-7)
+    g = opt.param_groups[1]
+    assert (g['lr'], g['betas'], g['eps'], g['weight_decay'], g['amsgrad']) == (1e-3, (0.9, 0.95), 1e-10, 0.01, False)
+    _pair_loss(net, _pair_data()).backward(); opt.step()
+    assert all(p.grad is not None for p in net.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in net.parameters())
+    sd = opt.state_dict()
+    assert len(sd['state']) == 6 and [len(g['params']) for g in sd['param_groups']] == [1, 4, 1]
+
+def test_muon_adamw_add_param_group_routes_and_checks():
+    net, extra_w, extra_b = _three_layers(), nn.Parameter(torch.zeros(3, 3, dtype=torch.float64)), nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    split = muon_param_groups(net)
+    opt = optbook.MuonAdamW([{'params': split.adamw, 'use_muon': False}])  # AdamW only: Muon is built when a group needs it
+    assert opt.inner[True] is None and opt.optimizers() == [opt.inner[False]]
+    opt.add_param_group({'params': split.muon, 'use_muon': True})
+    opt.add_param_group({'params': extra_b, 'use_muon': False})
+    assert [g['use_muon'] for g in opt.param_groups] == [False, True, False] and opt.inner[True].state is opt.state
+    with pytest.raises(ValueError, match=r"tensor 0 of group 3 \(use_muon=True\): shape \(3,\).*use_muon=False.*muon_param_groups"):
+        opt.add_param_group({'params': [extra_b.detach().clone().requires_grad_()], 'use_muon': True})
+    with pytest.raises(ValueError, match='more than one parameter group'): opt.add_param_group({'params': [split.muon[0]], 'use_muon': True})
+    with pytest.raises(ValueError, match='use_muon'): opt.add_param_group({'params': [extra_w]})
+    assert len(opt.param_groups) == 3 and len(opt.inner[True].param_groups) == 1
+
+@pytest.mark.parametrize('bad,match', [
+    (lambda net: list(net.parameters()), r'entry 0 is not a parameter-group dict.*muon_param_groups'),
+    (lambda net: [{'params': list(net.parameters())}], r'entry 0 is a dict without a bool use_muon'),
+    (lambda net: [{'params': list(net.parameters()), 'use_muon': 1}], r'use_muon'),
+    (lambda net: next(net.parameters()), r'a Tensor.*muon_param_groups'),
+    (lambda net: [{'params': list(net.parameters()), 'use_muon': True}], r'tensor 1 of group 0 \(use_muon=True\): shape \(8,\) is not a 2-D matrix'),
+])
+def test_muon_adamw_bad_params_raise(bad, match):
+    with pytest.raises(ValueError, match=match): optbook.MuonAdamW(bad(_three_layers()))
+
+@pytest.mark.parametrize('name,value', [('lr', -1.), ('momentum', 1.5), ('betas', (0.9, 1.5)), ('weight_decay', -0.1), ('ns_steps', 100), ('eps', -1.), ('ns_eps', -1.), ('adjust_lr_fn', 'x')])
+def test_muon_adamw_bad_argument_names_itself(name, value):
+    with pytest.raises(ValueError, match='eps' if name == 'ns_eps' else ('Adjust learning rate' if name == 'adjust_lr_fn' else name)):
+        optbook.MuonAdamW(muon_param_groups(_three_layers()), **{name: value})
+
+def test_muon_adamw_load_state_dict_is_all_or_nothing():
+    data, net = _pair_data(), _three_layers()
+    opt = optbook.MuonAdamW(muon_param_groups(net), lr=0.01)
+    _pair_loss(net, data).backward(); opt.step()
+    good = copy.deepcopy(opt.state_dict())
+    bad = copy.deepcopy(good)
+    last_adamw = bad['param_groups'][1]['params'][-1]
+    bad['state'][last_adamw]['exp_avg'] = torch.zeros(7, dtype=torch.float64)  # the AdamW half is refused after the Muon half loaded
+    fresh_net = _three_layers(); fresh = optbook.MuonAdamW(muon_param_groups(fresh_net), lr=0.5)
+    before = copy.deepcopy(fresh.state_dict())
+    with pytest.raises(ValueError, match='exp_avg'): fresh.load_state_dict(bad)
+    after = fresh.state_dict()
+    assert after['param_groups'] == before['param_groups'] and after['state'] == {}
+    assert fresh.param_groups[0] is fresh.inner[True].param_groups[0] and fresh.inner[True].state is fresh.state
+    with pytest.raises(ValueError, match='use_muon'): fresh.load_state_dict({'state': {}, 'param_groups': good['param_groups'][::-1]})
+    fresh.load_state_dict(good)
+    assert fresh.param_groups[0]['lr'] == 0.01 and set(fresh.state[list(fresh_net.parameters())[-1]]) == {'step', 'exp_avg', 'exp_avg_sq'}
+
+def test_muon_adamw_pickle_keeps_the_inner_optimizers():
+    net = _three_layers(); opt = optbook.MuonAdamW(muon_param_groups(net), lr=0.01)
+    _pair_loss(net, _pair_data()).backward(); opt.step()
+    net2, opt2 = pickle.loads(pickle.dumps((net, opt)))
+    assert opt2.param_groups[0] is opt2.inner[True].param_groups[0] and opt2.param_groups[1] is opt2.inner[False].param_groups[0]
+    assert opt2.inner[False].state is opt2.state and opt2.param_groups[0]['params'][0] is list(net2.parameters())[0]
+    for o, n in ((opt, net), (opt2, net2)): o.zero_grad(); _pair_loss(n, _pair_data()).backward(); o.step()
+    for a, b in zip(net.parameters(), net2.parameters()): assert torch.equal(a, b)
+
+def test_muon_adamw_in_the_learner_with_one_cycle():
+    "opt_func=MuonAdamW, splitter=muon_param_groups; fit_one_cycle cycles Muon's momentum and AdamW's beta1 alike"
+    from optbook.data import tensor_dls
+    from optbook.learner import Learner, Recorder
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(48, 6, generator=g), torch.randint(0, 3, (48,), generator=g)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    seen = []
+    class Watch(optbook.Callback):
+        def before_step(self): seen.append([(gr['use_muon'], gr['lr'], gr['momentum'] if gr['use_muon'] else gr['betas'][0]) for gr in self.learn.opt.param_groups])
+    learn = Learner(net, tensor_dls(x[:32], y[:32], x[32:], y[32:], bs=8), opt_func=optbook.MuonAdamW, splitter=muon_param_groups, lr=0.01,
+                    cbs=[Watch()], device='cpu', progress=False)
+    learn.fit_one_cycle(2, max_lr=0.01)
+    assert isinstance(learn.opt, optbook.MuonAdamW) and len(seen) == 8
+    for step in seen: assert step[0][1:] == step[1][1:]  # both halves at the same rate and momentum at every step
+    rates, moms = [s[0][1] for s in seen], [s[0][2] for s in seen]
+    assert max(rates) > 5 * rates[0] and min(moms) < 0.9 < moms[0]
+    assert all(torch.isfinite(p).all() for p in net.parameters())
