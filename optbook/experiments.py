@@ -1021,7 +1021,7 @@ def lion_adafactor(out_dir=None, quick:bool=False, # one epoch of each method at
     res.rows, res.rates, res.diffs = rows, {k[1]: v for k, v in rates.items()}, diffs
     return res
 
-# %% ../nbs/13c_muon.ipynb #8f7f9afe
+# %% ../nbs/13c_muon.ipynb #30c27729
 from .learner import Callback
 from .weight_decay import AdamW
 from .muon import MuonAdamW, muon_param_groups
@@ -1052,7 +1052,7 @@ def muon_run(run) -> list:
     final = [(split, m, v) for split, dl in (('valid', learn.dls.valid), ('test', learn.dls.test)) for m, v in zip(('loss', 'accuracy'), learn.validate(dl))]
     return final + [('valid', f'loss@{step}', v) for step, v in curve.curve]
 
-# %% ../nbs/13c_muon.ipynb #aa14ab72
+# %% ../nbs/13c_muon.ipynb #5a35e491
 def _muon_key(task:str, method:str) -> tuple: return (task, method, 'constant', MUON_TASKS[task][0])
 
 def valid_curve(rows:list, key:tuple, lr:float, seed:int) -> list:
@@ -1083,7 +1083,7 @@ def _say(d:dict, a:str, b:str, unit:str, fmt:str='.3g') -> str:
     if hi < 0: return f"{a} better than {b} by {-m:{fmt}} {unit} (95% CI {-hi:{fmt}} to {-lo:{fmt}}, {d['n']} seeds)"
     return f"no difference detected between {a} and {b} ({a} minus {b}: {m:+{fmt}} {unit}, {ci})"
 
-# %% ../nbs/13c_muon.ipynb #d54ffc2d
+# %% ../nbs/13c_muon.ipynb #9539582c
 def _muon_figure(rows, rates, targets):
     "Validation loss against steps at each method's tuned rate, the mean over seeds in a band from the lowest to the highest seed, and the target"
     plt = _plt()
@@ -1122,7 +1122,7 @@ def muon_experiment(out_dir=None, quick:bool=False, # one epoch of digits per me
     rows = [r for r in read_results(path) if r['experiment'] == 'muon']
     return _muon_result(rows, rates, targets)
 
-# %% ../nbs/13c_muon.ipynb #6efb280d
+# %% ../nbs/13c_muon.ipynb #85a1576d
 def _muon_result(rows, rates, targets) -> ExperimentResult:
     "The table (per task and method: rate, steps to target, final validation and test loss), the paired differences and the figure"
     vals = lambda task, m, split, metric: seed_values(rows, _muon_key(task, m), rates[_muon_key(task, m)], split, metric)
