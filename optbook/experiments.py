@@ -1099,7 +1099,7 @@ def _muon_figure(rows, rates, targets):
         ax.set(yscale='log', xlabel='training step', ylabel='validation loss', title=task); ax.legend(fontsize=7)
     return fig
 
-@experiment('muon', "Muon (MuonAdamW) vs AdamW, each at its rate tuned on validation loss, tiny Transformer and digits MLP, 5 seeds: steps to AdamW's final loss", minutes=15)
+@experiment('muon', "Muon (MuonAdamW) vs AdamW, each at its rate tuned on validation loss, tiny Transformer and digits MLP, 5 seeds: steps to AdamW's final loss", minutes=8)
 def muon_experiment(out_dir=None, quick:bool=False, # one epoch of digits per method at 3e-3, seed 0: a check of the machinery
                     workers:int=1, path=None): # processes; the CSV (default results/muon.csv)
     if quick:
