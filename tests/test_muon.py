@@ -383,3 +383,13 @@ def test_muon_adamw_in_the_learner_with_one_cycle():
     rates, moms = [s[0][1] for s in seen], [s[0][2] for s in seen]
     assert max(rates) > 5 * rates[0] and min(moms) < 0.9 < moms[0]
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+def test_muon_experiment_reads_steps_to_target():
+    "The experiment's reading of a curve: the first check at or below the target, else the budget + 1; registered under 'muon'"
+    from optbook.experiments import EXPERIMENTS, steps_to_target, valid_curve
+    curve = [(25, 2.0), (50, 0.5), (75, 0.1)]
+    assert [steps_to_target(curve, t) for t in (3., 0.5, 0.3, 0.1, 0.05)] == [25, 50, 75, 75, 76]
+    rows = [dict(task='t', method='m', schedule='constant', budget=1, lr=0.01, seed=0, split='valid', metric=f'loss@{s}', value=v) for s, v in reversed(curve)]
+    rows.append(dict(rows[0], metric='loss', value=0.1))
+    assert valid_curve(rows, ('t', 'm', 'constant', 1), 0.01, 0) == curve and valid_curve(rows, ('t', 'm', 'constant', 1), 0.01, 1) == []
+    assert 'muon' in EXPERIMENTS and EXPERIMENTS['muon'].minutes
