@@ -599,7 +599,7 @@ def _wd_grid_figure(grids:dict, errors:dict, best:dict):
     return fig
 
 # %% ../nbs/06_weight_decay.ipynb #8268c96a
-@experiment('wd-grid', 'learning rate x weight decay grids on MNIST-1D: Adam+L2 vs AdamW, SGD momentum+L2 vs SGDW (AdamW paper, Fig. 2); best cells on 5 seeds, paired intervals', minutes=7.5)
+@experiment('wd-grid', 'learning rate x weight decay grids on MNIST-1D: Adam+L2 vs AdamW, SGD momentum+L2 vs SGDW (AdamW paper, Fig. 2); best cells on 5 seeds, paired intervals', minutes=13.5)
 def wd_grid(out_dir=None, quick:bool=False, workers:int=1, # processes training in parallel
             grid_seeds:tuple=(0, 1, 2), seeds:tuple=(0, 1, 2, 3, 4), # seeds of every cell, and of the chosen cells
             path=None): # default results/wd-grid.csv
