@@ -355,10 +355,13 @@ def test_large_batch_experiment_is_registered_and_runs_a_step():
     import optbook.experiments as ex
     assert 'large-batch' in ex.EXPERIMENTS and ex.EXPERIMENTS['large-batch'].minutes
     assert ex.lb_lr(0.05, 'linear', 4000) == 2. and ex.lb_lr(0.05, 'sqrt', 1600) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match='rule'): ex.lb_lr(0.05, 'cubic', 400)
+    assert ex.lb_batch(ex.lb_schedule(3500)) == 3500
     rec = ex._LBTrustRatios()
-    make, base, rule = ex.LB_METHODS['LARS']
-    acc = ex._lb_run(make, ex.lb_lr(base, rule, 4000), 4000, 1, 0, [rec])  # one epoch at full batch: one step
-    assert 0 <= acc <= 1 and set(rec.ratios) == {n for n, _ in optbook.mnist1d_cnn().named_parameters()}
+    out = ex.lb_run(ex.Run('mnist1d_cnn', 'LARS', ex.lb_schedule(3500), 1, 10., 0), cbs=[rec])  # one epoch at the full batch: one step
+    acc = dict(((s, m), v) for s, m, v in out)
+    assert 0 <= acc['valid', 'accuracy'] <= 1 and 0 <= acc['test', 'accuracy'] <= 1
+    assert set(rec.ratios) == {n for n, _ in optbook.mnist1d_cnn().named_parameters()}
     assert all(len(r) == 1 and r[0] > 0 for r in rec.ratios.values())
 
 def test_lars_takes_chapter_08s_transform_keywords():
