@@ -857,7 +857,7 @@ def _clip_figure(rows:list, rates:dict, baseline:float, budget:int=CLIP_BUDGET):
     axs[0].axhline(baseline, color='k', ls=':', lw=0.8, label='unigram baseline'); axs[0].legend(fontsize=7)
     axs[0].set_ylim(1., baseline + 0.3); axs[0].set_title(f'char LSTM, 1cycle, {budget} epochs: validation loss', fontsize=10)
     above = _values(rows, 'train', 'norm_above_0.25_peak')
-    for i, m in enumerate(CLIP_METHODS):
+    for i, m in enumerate(sorted(CLIP_METHODS)):  # the sensitivity figure's order, so that each method keeps its colour
         by_lr = above.get(('char_lstm', m, '1cycle', budget), {})
         lrs = sorted(by_lr)
         axs[1].plot(lrs, [statistics.fmean(by_lr[lr].values()) for lr in lrs], '.-', color=f'C{i}', label=m)
