@@ -1587,15 +1587,14 @@ def shoot_figure(table:list, finder_table:list):
         ax.set_yticks(range(len(methods)), methods, fontsize=8); ax.invert_yaxis()
         ax.set_title(f"{t}: test {rs[0]['metric']}", fontsize=10)
         if rs[0]['metric'] == 'accuracy': ax.set_xlim(max(0., min(r['min'] for r in rs) - 0.05), 1.)
-    for s, c in _SHOOT_COLORS.items(): axs[0, 0].barh([0], [0], color=c, label=s)
-    axs[0, 0].legend(fontsize=8, loc='lower left')
+    fig.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in _SHOOT_COLORS.values()], labels=list(_SHOOT_COLORS), loc='lower center', ncol=3, fontsize=9)
     ax = axs[0, -1]
     for i, t in enumerate(tasks):
         xs = [r['x constant'] for r in finder_table if r['task'] == t and r['reading'] == 'valley' and math.isfinite(r['x constant'])]
         ax.plot(xs, [i] * len(xs), 'o', alpha=0.6)
     ax.axvline(1, color='k', lw=0.8); ax.set_xscale('log'); ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
     ax.set(xlabel="finder's valley / tuned constant rate", title="where the finder's valley lands")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 # %% ../nbs/14_shootout.ipynb #798c5f54

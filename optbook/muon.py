@@ -248,6 +248,13 @@ def step(self:MuonAdamW, closure=None):
     for opt in self.optimizers(): opt.step()
     return loss
 
+def _own_state_dict(opt):
+    "An inner optimizer's checkpoint over its own parameters: the state it shares with the other half also holds the other's tensors"
+    shared, mine = opt.state, {id(p) for g in opt.param_groups for p in g['params']}
+    opt.state = defaultdict(dict, {p: s for p, s in shared.items() if id(p) in mine})
+    try: return opt.state_dict()
+    finally: opt.state = shared
+
 @patch
 def load_state_dict(self:MuonAdamW, state_dict):
     "Load a `MuonAdamW` checkpoint: each inner optimizer loads its groups and their state (checked as it checks them); all or nothing"
@@ -255,7 +262,7 @@ def load_state_dict(self:MuonAdamW, state_dict):
     flags = [g.get('use_muon') for g in saved]
     if flags != [g['use_muon'] for g in self.param_groups]:
         raise ValueError(f"Invalid checkpoint: its groups' use_muon are {flags}, this optimizer's {[g['use_muon'] for g in self.param_groups]}")
-    before = {flag: opt.state_dict() for flag, opt in self.inner.items() if opt is not None}
+    before = {flag: _own_state_dict(opt) for flag, opt in self.inner.items() if opt is not None}
     try:
         for flag, opt in self.inner.items():
             if opt is None: continue

@@ -355,6 +355,24 @@ def test_muon_adamw_load_state_dict_is_all_or_nothing():
     fresh.load_state_dict(good)
     assert fresh.param_groups[0]['lr'] == 0.01 and set(fresh.state[list(fresh_net.parameters())[-1]]) == {'step', 'exp_avg', 'exp_avg_sq'}
 
+def test_muon_adamw_stepped_optimizer_loads_and_restores():
+    "The rate finder's save and restore: a stepped optimizer (state in both halves) loads its own earlier checkpoint; a refused one leaves it whole"
+    data, net = _pair_data(), _three_layers()
+    opt = optbook.MuonAdamW(muon_param_groups(net), lr=0.01)
+    _pair_loss(net, data).backward(); opt.step()
+    saved, weights = copy.deepcopy(opt.state_dict()), copy.deepcopy(net.state_dict())
+    for _ in range(2): opt.zero_grad(); _pair_loss(net, data).backward(); opt.step()
+    bad = copy.deepcopy(saved); bad['state'][bad['param_groups'][1]['params'][-1]]['exp_avg'] = torch.zeros(7, dtype=torch.float64)
+    kept = copy.deepcopy(opt.state_dict())
+    with pytest.raises(ValueError, match='exp_avg'): opt.load_state_dict(bad)
+    got = opt.state_dict()
+    assert all(torch.equal(got['state'][i][k], kept['state'][i][k]) for i in kept['state'] for k in kept['state'][i])  # refused: unchanged
+    opt.load_state_dict(copy.deepcopy(saved)); net.load_state_dict(weights)  # copies: torch's load keeps the checkpoint's tensors as the state
+    twin_net = _three_layers(); twin_net.load_state_dict(weights)
+    twin = optbook.MuonAdamW(muon_param_groups(twin_net), lr=0.01); twin.load_state_dict(copy.deepcopy(saved))
+    for o, n in ((opt, net), (twin, twin_net)): o.zero_grad(); _pair_loss(n, data).backward(); o.step()
+    for a, b in zip(net.parameters(), twin_net.parameters()): assert torch.equal(a, b)  # restored = loaded fresh
+
 def test_muon_adamw_pickle_keeps_the_inner_optimizers():
     net = _three_layers(); opt = optbook.MuonAdamW(muon_param_groups(net), lr=0.01)
     _pair_loss(net, _pair_data()).backward(); opt.step()
