@@ -34,10 +34,12 @@ course: venv
 test: venv browser-deps
 	PATH="$(CURDIR)/.venv/bin:$$PATH" bash tools/test.sh
 
-## The real training runs too (about 7 minutes on 2 CPU cores), and the property-based test's long profile (10x the examples, fresh each run)
+## The real training runs too (about 7 minutes on 2 CPU cores), the property-based test's long profile (10x the examples, fresh each run),
+## and the tests marked slow (the long versions of checks whose short versions `make test` runs)
 slow: venv
 	OMP_NUM_THREADS=1 MPLBACKEND=Agg .venv/bin/nbdev_test --flags slow --n_workers 2 --timing  # one thread per notebook: 2 threads each oversubscribe 2 cores
 	HYPOTHESIS_PROFILE=slow OMP_NUM_THREADS=1 PYTHONHASHSEED=0 .venv/bin/python -m pytest tests/test_properties.py -q -p no:cacheprovider
+	OMP_NUM_THREADS=1 MPLBACKEND=Agg PYTHONHASHSEED=0 .venv/bin/python -m pytest tests -q -p no:cacheprovider -m slow
 
 ## The docs site (needs Quarto: https://quarto.org); CI builds it in .github/workflows/deploy.yaml
 # Quarto is checked first, before the venv: without it nbdev_docs would run nbdev's Quarto installer (sudo) and then a

@@ -1,4 +1,4 @@
-"Checks shared by the chapter-13 tests: checkpoints moved between an optbook optimizer and its reference mid-run, and torch's compile recipe."
+"Checks shared by the chapter-13 tests: checkpoints moved between an optbook optimizer and its reference mid-run, torch's compile recipe, a reference that clips first."
 import copy, io, warnings
 import torch
 from torch import nn
@@ -71,3 +71,15 @@ def train_small(make_opt, scaler=None, n=12):
         if scaler: scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
         else: loss.backward(); opt.step()
     return torch.cat([p.detach().flatten() for p in model.parameters()]), opt
+
+def clipping_first(make_ref, max_norm:float):
+    "`make_ref` (a factory of the reference optimizer) whose step first clips the gradients of all its groups to total norm `max_norm` with torch's clip_grad_norm_: what an optbook optimizer's max_grad_norm= is"
+    def make(*args, **kw):
+        opt = make_ref(*args, **kw)
+        inner = opt.step
+        def step(closure=None):
+            nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g['params'] if p.grad is not None], max_norm)
+            return inner(closure)
+        opt.step = step
+        return opt
+    return make

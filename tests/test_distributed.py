@@ -418,9 +418,14 @@ def ch13_scenario(rank, out):
         return trained, flat(model), unsynced, owners
     def fsdp(label):
         from torch.distributed.fsdp import fully_shard
+        from torch.distributed.tensor import DTensor
         model = fully_shard(make_mlp(), mesh=mesh)
         opt = Together(cls(ps, **kw) for ps, cls, kw in ch13_parts(label, model))
         opt.mode(True); train_steps(model, opt, data[:STEPS], part)
+        if label == 'Muon':  # what Newton-Schulz was given: its matrices split in blocks of rows, its momentum sharded alike
+            muon = opt.opts[0]
+            res['fsdp Muon shards'] = dict(local_rows=[p.to_local().shape[0] for g in muon.param_groups for p in g['params']],
+                                           sharded_state=[isinstance(s['momentum_buffer'], DTensor) for s in muon.state.values()])
         trained = _full(model); opt.mode(False)
         return trained, _full(model)
     def dcp(label):
@@ -455,6 +460,31 @@ def test_ch13_ddp_and_fsdp2_equal_one_process_in_both_modes(ch13, engine, label)
     for got, want in zip(r, ch13_reference(label)): torch.testing.assert_close(got, want, **TOL[torch.float64])
     trained, evaluated = ch13_reference(label)
     assert (trained != evaluated).any() == label.endswith('ScheduleFree')  # the modes differ where there are modes
+
+def muon_by_blocks_of_rows(steps=STEPS):
+    "What Muon stepping each process's block of rows alone would give (Newton-Schulz on `to_local()`), AdamW on the rest, in one process"
+    model = make_mlp()
+    split, names = optbook.muon_param_groups(model), [n for n, _ in model.named_parameters()]
+    sharded = {id(p) for p in split.muon}
+    pieces = {n: [torch.nn.Parameter(s.clone()) for s in p.detach().chunk(WORLD)] if id(p) in sharded else [torch.nn.Parameter(p.detach().clone())]
+              for n, p in model.named_parameters()}  # fully_shard's split of each hidden matrix
+    muon_names = [n for n, p in model.named_parameters() if id(p) in sharded]
+    opts = [optbook.Muon([pieces[n][r] for n in muon_names], **CH13['Muon']) for r in range(WORLD)]
+    opts.append(optbook.AdamW([pieces[n][0] for n in names if n not in muon_names], **BASE))
+    for x, y in batches(torch.float64, steps):
+        for o in opts: o.zero_grad()
+        F.cross_entropy(torch.func.functional_call(model, {n: torch.cat(pieces[n]) for n in names}, (x,)), y).backward()
+        for o in opts: o.step()
+    return torch.cat([torch.cat(pieces[n]).detach().flatten() for n in names])
+
+def test_ch13_fsdp2_muon_orthogonalizes_the_whole_matrix(ch13):
+    """Newton-Schulz needs the whole matrix: `orthogonalize` gathers each sharded momentum, orthogonalizes it on every process
+    and keeps the process's rows; the FSDP2 run equals one process (above). Here: the matrices really were split, the state
+    stayed sharded, and orthogonalizing each block of rows alone is another optimizer, so that equality can fail"""
+    r = ch13['fsdp Muon shards']
+    assert not isinstance(r, str), r
+    assert r['local_rows'] == [8, 4] and r['sharded_state'] == [True, True]  # process 0's rows of the 16- and 7-row matrices (7 = 4 + 3)
+    assert (muon_by_blocks_of_rows() - ch13_reference('Muon')[0]).abs().max() > 1e-4
 
 @pytest.mark.parametrize('label', CH13)
 def test_ch13_zero_equals_one_process_once_the_mode_switch_is_broadcast(ch13, label):

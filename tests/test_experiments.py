@@ -5,6 +5,7 @@ from torch import nn
 from optbook.data import tensor_dls
 from optbook.learner import Learner
 from optbook.experiments import experiment, run_experiment, EXPERIMENTS, ExperimentResult, format_table
+from fresh_python import fresh_imports
 
 
 def _data(n=12, n_valid=6, d=5, seed=0, bs=4):
@@ -13,17 +14,9 @@ def _data(n=12, n_valid=6, d=5, seed=0, bs=4):
     return tensor_dls(x[:n], y[:n], x[n:], y[n:], bs=bs, seed=seed)
 
 
-def _in_fresh_python(code):
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
-
-
 def test_importing_optimizers_does_not_import_experiments():
     "A practitioner who imports an optimizer does not load the book's training runs"
-    out = _in_fresh_python("import sys, optbook, optbook.adam, optbook.weight_decay, optbook.lr_finder, optbook.radam, optbook.schedules; "
-                           "print(sorted(m for m in sys.modules if m.startswith('optbook.')))")
-    mods = eval(out)
+    mods = [m for m in fresh_imports()['modules'] if m.startswith('optbook.')]  # a fresh interpreter's, after importing these modules
     assert 'optbook.adam' in mods and 'optbook.radam' in mods  # the check sees modules at all
     assert 'optbook.experiments' not in mods, mods
     for name in ('wd_grid', 'super_convergence', 'warmup_experiment', 'mnist1d_baselines', 'run_experiment', 'EXPERIMENTS'):
@@ -32,8 +25,7 @@ def test_importing_optimizers_does_not_import_experiments():
 
 def test_every_chapter_experiment_registers_itself():
     "Importing the experiments module is enough: each chapter's cells, appended to it, register by name"
-    out = _in_fresh_python("import optbook.experiments as e; print(sorted(e.EXPERIMENTS))")
-    assert set(eval(out)) >= {'mnist1d-baselines', 'wd-grid', 'super-convergence', 'warmup'}
+    assert set(fresh_imports()['experiments']) >= {'mnist1d-baselines', 'wd-grid', 'super-convergence', 'warmup'}
 
 
 def test_experiment_registry_and_table():

@@ -17,8 +17,9 @@ NOTEBOOK = {
 def voila_url(tmp_path_factory):
     with voila_serving(tmp_path_factory.mktemp('explorers'), 'explorers.ipynb', NOTEBOOK) as url: yield url
 
-@pytest.fixture
+@pytest.fixture(scope='module')
 def page(voila_url):
+    "One page for both tests (a page load runs the notebook in a new kernel: seconds); each test moves its own explorer's slider"
     os.environ.setdefault('PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD', '1')  # never download a browser: Debian's chromium is used
     sync_playwright = pytest.importorskip('playwright.sync_api').sync_playwright
     with sync_playwright() as pw:

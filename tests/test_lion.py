@@ -41,8 +41,10 @@ def test_random_configs_equal_timm(seed):
 
 # timm's tests/test_optim.py runs every optimizer of its factory (`lion`, `clion`, `lionc`, `clionc`) through `_test_basic_cases`:
 # four parameter layouts at lr 1e-2, a 10x5 weight and a bias (contiguous and not) on the loss sum((W x + b)^2) for 200 steps,
-# and a state_dict primed for 20 steps, loaded into a fresh optimizer and continued for 20.
+# and a state_dict primed for 20 steps, loaded into a fresh optimizer and continued for 20. The default suite runs every name,
+# layout and contiguity for 40 steps; the 200 steps of timm's own cases run in the slow profile (`make slow`: pytest -m slow).
 TIMM_NAMES = ('lion', 'clion', 'lionc', 'clionc')
+TIMM_STEPS = [40, pytest.param(200, marks=pytest.mark.slow)]
 
 def _timm_layouts(w, b, lr=1e-2):
     "timm's four: both tensors at lr; two groups (the bias at lr, the rest at lr/10); the bias alone at lr, default lr/10; the bias alone, default lr"
@@ -57,8 +59,9 @@ def _basic_case(make, w0, b0, x, steps=200):
     for _ in range(steps): opt.step(closure)
     return torch.cat([w.detach().flatten(), b.detach()]), opt
 
+@pytest.mark.parametrize('steps', TIMM_STEPS)
 @pytest.mark.parametrize('name', TIMM_NAMES)
-def test_timm_test_configurations(name):
+def test_timm_test_configurations(name, steps):
     defaults = timm_optim.get_optimizer_info(name).defaults or {}
     gen = torch.Generator().manual_seed(0)
     for contiguous in (True, False):
@@ -68,7 +71,7 @@ def test_timm_test_configurations(name):
         for i in range(4):
             ref_opt = lambda w, b: timm_optim.create_optimizer_v2(_timm_layouts(w, b)[i][0](), name, **_timm_layouts(w, b)[i][1])
             ours_opt = lambda w, b: Lion(_timm_layouts(w, b)[i][0](), **_timm_layouts(w, b)[i][1], **defaults)
-            (a, oa), (r, orf) = _basic_case(ours_opt, w0, b0, x), _basic_case(ref_opt, w0, b0, x)
+            (a, oa), (r, orf) = _basic_case(ours_opt, w0, b0, x, steps), _basic_case(ref_opt, w0, b0, x, steps)
             assert type(orf) is timm_optim.Lion and {k: orf.param_groups[0][k] for k in defaults} == defaults
             d = ((a - r).abs() / (1 + r.abs())).max().item()
             worst['Lion'] = max(worst['Lion'], d)

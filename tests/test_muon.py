@@ -5,6 +5,7 @@ from torch import nn
 import optbook
 from optbook import Muon, max_divergence, muon_param_groups
 from test_torch_optiminfo import CO, INFOS
+from reference_checks import clipping_first
 
 TOL = 1e-10
 SHAPES = ((4, 3), (3, 5), (6, 6), (1, 4))  # tall, wide, square, a row: Muon takes matrices only
@@ -114,14 +115,7 @@ def test_gradient_is_left_alone_and_skip_nonfinite():
     assert torch.equal(p.detach(), before) and torch.equal(opt.state[p]['momentum_buffer'], buf) and opt.skipped_steps == 1
 
 def test_max_grad_norm_is_torchs_clip_then_torchs_muon():
-    def ref(g):
-        o = torch.optim.Muon(g, lr=0.02)
-        inner = o.step
-        def step(closure=None):
-            nn.utils.clip_grad_norm_([p for grp in o.param_groups for p in grp['params'] if p.grad is not None], 0.5)
-            return inner(closure)
-        o.step = step
-        return o
+    ref = clipping_first(lambda g: torch.optim.Muon(g, lr=0.02), 0.5)
     d = max_divergence(lambda g: Muon(g, lr=0.02, max_grad_norm=0.5), ref, steps=25, shapes=SHAPES, skip=0.2)
     assert d < TOL
 

@@ -1,6 +1,7 @@
 "RAdam against torch.optim.RAdam and against hand-written transcriptions of the paper's and the authors' rules; the variance simulation against the paper's numbers and an independent Monte Carlo of the model."
-import math, random, subprocess, sys
+import math, random
 import pytest, torch
+from fresh_python import fresh_imports
 from torch import nn
 from optbook import (RAdam, Optimizer, max_divergence, radam_steppers, radam_step, radam_step_paper, radam_step_skip,
                      rectified_step, simulate_adaptive_lr, sma_length, rho_inf, rectification, psi_variance,
@@ -171,14 +172,12 @@ def test_conventions_differ_from_each_other():
 # ---------------------------------------------------------------- widgets without a browser
 
 def test_widgets_module_imports_nothing_optional():
-    code = "import sys, optbook.widgets; print(' '.join(m for m in ('matplotlib', 'ipywidgets') if m in sys.modules))"
-    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.strip() == ''
+    mods = fresh_imports()['modules']  # a fresh interpreter's, after `import optbook.widgets`
+    assert 'optbook.widgets' in mods and [m for m in ('matplotlib', 'ipywidgets') if m in mods] == []
 
 def test_missing_ipywidgets_is_a_clear_error():
-    code = ("import sys; sys.modules['ipywidgets'] = None\nimport optbook\n"
-            "try: optbook.variance_explorer()\nexcept ImportError as e: print(e)")
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
-    assert 'ipywidgets' in out and 'optbook[viz]' in out, out
+    out = fresh_imports()['without_ipywidgets']  # variance_explorer()'s ImportError, ipywidgets made unimportable
+    assert out and 'ipywidgets' in out and 'optbook[viz]' in out, out
 
 def test_explorer_redraws_when_a_slider_moves():
     pytest.importorskip('ipywidgets'); pytest.importorskip('matplotlib')

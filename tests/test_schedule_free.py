@@ -4,6 +4,7 @@ import pytest, torch
 from torch import nn
 import optbook
 from optbook import AdamWScheduleFree, SGDScheduleFree, recompute_bn_stats
+from reference_checks import clipping_first
 
 sf = pytest.importorskip('schedulefree')  # a dev dependency, the reference; never imported by optbook
 TOL = 1e-10
@@ -160,15 +161,7 @@ def test_skip_nonfinite_leaves_the_clock_and_the_gradient_is_left_alone(name):
 @pytest.mark.parametrize('name', PAIRS)
 def test_max_grad_norm_is_torchs_clip_then_the_package(name):
     ours, theirs = PAIRS[name]
-    def ref(groups, **kw):
-        o = theirs(groups, **kw)
-        inner = o.step
-        def step(closure=None):
-            nn.utils.clip_grad_norm_([p for g in o.param_groups for p in g['params'] if p.grad is not None], 0.5)
-            return inner(closure)
-        o.step = step
-        return o
-    PAIRS['_clip'] = (lambda g, **kw: ours(g, max_grad_norm=0.5, **kw), ref)
+    PAIRS['_clip'] = (lambda g, **kw: ours(g, max_grad_norm=0.5, **kw), clipping_first(theirs, 0.5))
     try: assert divergence('_clip', dict(lr=0.05), ref_kw=dict(lr=0.05), steps=25) < TOL
     finally: del PAIRS['_clip']
 

@@ -29,5 +29,8 @@ python tools/check_docs.py
 echo "== 5/6 nbdev_test (tst_flags: notest slow)"
 nbdev_test --n_workers 2 --timing
 
-echo "== 6/6 pytest tests/"
-python -m pytest tests -q -p no:cacheprovider
+echo "== 6/6 pytest tests/ (2 workers, each test file whole in one: module fixtures run once)"
+# pytest-xdist: the tests are single-threaded (OMP_NUM_THREADS=1), so 2 workers keep 2 cores busy, as nbdev_test's 2 above;
+# --dist loadfile keeps a file's tests in one worker, in order (its module-scoped fixtures, such as test_distributed's one
+# 2-process job, run once, and a file's last test may read what its earlier ones recorded)
+python -m pytest tests -q -p no:cacheprovider -n 2 --dist loadfile
