@@ -193,6 +193,7 @@ def _as_groups(params):
 # %% ../nbs/13c_muon.ipynb #4a47ffc4
 class MuonAdamW(torch.optim.Optimizer):
     "Muon on the hidden matrices and AdamW on the rest, as one `torch.optim.Optimizer`: its groups are the two inner optimizers' groups, the same dicts"
+    drop_in = False  # it needs the model split (use_muon groups), not a flat list of tensors: chapter 12's generic harnesses leave it out
     def __init__(self, params, # `muon_param_groups(model)`, or group dicts each with `use_muon: bool` (Jordan's `MuonWithAuxAdam` convention)
                  lr:float=1e-3, # one rate for both halves: Muon's is adjusted to each matrix's shape by `adjust_lr_fn`
                  weight_decay:float=1e-2, # decoupled decay $\lambda$ of both halves (AdamW's default)

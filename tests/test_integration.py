@@ -15,16 +15,18 @@ def _exported_optimizers():
         if hasattr(optbook, factory): found[f'{factory}(torch SGD)'] = getattr(optbook, factory)(torch.optim.SGD)
     return found
 
-CLASSES = _exported_optimizers()
+ALL_CLASSES = _exported_optimizers()
+CLASSES = {n: c for n, c in ALL_CLASSES.items() if n != 'MuonAdamW'}  # a pair of optimizers over two groups: tests/test_muon.py checks its pickle, checkpoints and schedules; Lightning below
 SETTINGS = {'SGD': dict(momentum=0.9, nesterov=True, weight_decay=1e-3), 'SGDW': dict(momentum=0.9, weight_decay=1e-2),
             'RMSprop': dict(centered=True, momentum=0.5), 'Adam': dict(amsgrad=True, weight_decay=1e-2),
             'decoupled(torch Adam)': dict(weight_decay=0.1), 'decoupled(optbook Adam)': dict(weight_decay=0.1)}  # non-defaults where they matter
 
 def _make(name, lr=1e-2):
     "A factory for the class called `name` with a learning rate and its interesting settings; chapter 13's classes that are no drop-in (`drop_in = False`) get what they need: Muon the matrices only, schedule-free its train mode"
-    cls = CLASSES[name]
+    cls = ALL_CLASSES[name]
     def make(ps):
         if name == 'Muon': ps = [p for p in ps if p.ndim == 2]  # hidden matrices only; the biases stay put
+        if name == 'MuonAdamW': ps = list(ps); ps = [{'params': [p for p in ps if p.ndim == 2], 'use_muon': True}, {'params': [p for p in ps if p.ndim != 2], 'use_muon': False}]
         opt = cls(ps, lr=lr, **SETTINGS.get(name, {}))
         if hasattr(opt, 'train') and not getattr(cls, 'drop_in', True): opt.train()  # schedule-free steps in train mode
         return opt
@@ -169,7 +171,7 @@ def test_every_class_pickles_copies_saves_and_resumes(name, tmp_path):
             nn.functional.mse_loss(out, y).backward(); o2.step()
         torch.testing.assert_close([p.detach() for p in m2_params], straight, rtol=0, atol=0, msg=lambda m: f"{how}: {m}")
 
-@pytest.mark.parametrize('name', CLASSES)
+@pytest.mark.parametrize('name', ALL_CLASSES)
 def test_lightning_trains_with_an_optbook_optimizer(name, tmp_path):
     L = pytest.importorskip('lightning')  # a dev dependency: installed by the test command
     class Module(L.LightningModule):
@@ -189,7 +191,7 @@ def test_lightning_trains_with_an_optbook_optimizer(name, tmp_path):
     L.Trainer(max_epochs=1, accelerator='cpu', logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False, default_root_dir=tmp_path).fit(m, data)
     opt = m.trainer.optimizers[0]
-    assert isinstance(opt, CLASSES[name]) and opt.param_groups[0]['lr'] == 0.05 * 0.5 ** 4
+    assert isinstance(opt, ALL_CLASSES[name]) and all(g['lr'] == 0.05 * 0.5 ** 4 for g in opt.param_groups)
     assert all(opt.state[p]['step'].item() == 20 for p in m.parameters() if 'step' in opt.state[p])
     held = {id(p) for g in opt.param_groups for p in g['params']}
     assert all(not torch.equal(a, b.detach()) for a, b in zip(before, m.parameters()) if id(b) in held)
