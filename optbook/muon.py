@@ -256,6 +256,8 @@ def _own_state_dict(opt):
     try: return opt.state_dict()
     finally: opt.state = shared
 
+
+# %% ../nbs/13c_muon.ipynb #eb0986ff
 @patch
 def load_state_dict(self:MuonAdamW, state_dict):
     "Load a `MuonAdamW` checkpoint: each inner optimizer loads its groups and their state (checked as it checks them); all or nothing"
