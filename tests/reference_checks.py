@@ -1,5 +1,5 @@
 "Checks shared by the chapter-13 tests: checkpoints moved between an optbook optimizer and its reference mid-run, torch's compile recipe, a reference that clips first."
-import copy, io, warnings
+import copy, io, pickle, warnings
 import torch
 from torch import nn
 
@@ -83,3 +83,13 @@ def clipping_first(make_ref, max_norm:float):
         opt.step = step
         return opt
     return make
+
+def clones_continue_alike(opt):
+    "A deep copy and a pickle round trip of a stepped `opt`: the same class and groups, and one more step (all-ones gradients) equal to the original's, bit for bit"
+    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert type(clone) is type(opt) and clone.state_dict()['param_groups'] == opt.state_dict()['param_groups']
+        ref = copy.deepcopy(opt)  # the original stays as it was, for the next clone
+        for o in (clone, ref):
+            for q in o.param_groups[0]['params']: q.grad = torch.ones_like(q)
+            o.step()
+        for x, y in zip(clone.param_groups[0]['params'], ref.param_groups[0]['params']): assert torch.equal(x, y)

@@ -6,7 +6,7 @@ import optbook
 from optbook import Adafactor, max_divergence
 from optbook.adafactor import factored_second_moment
 from equivalence import assert_random_problem_equal
-from reference_checks import moved_checkpoint_divergence, compile_recipe, train_small as _train
+from reference_checks import moved_checkpoint_divergence, compile_recipe, train_small as _train, clones_continue_alike
 
 TOL = 1e-10
 SHAPES, SCALES = ((4, 3), (3,), (2, 3, 2), (5, 1), ()), (1., 1e-3, 1e3, 10., 1.)
@@ -175,15 +175,7 @@ def test_grad_scaler():
 
 def test_pickle_and_deepcopy_continue_alike():
     _, opt = _train(lambda ps: Adafactor(ps, weight_decay=0.1, d=1.5))
-    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
-        assert type(clone) is Adafactor and clone.state_dict()['param_groups'] == opt.state_dict()['param_groups']
-        ps = clone.param_groups[0]['params']
-        for q in ps: q.grad = torch.ones_like(q)
-        clone.step()
-        ref = copy.deepcopy(opt); rs = ref.param_groups[0]['params']
-        for q in rs: q.grad = torch.ones_like(q)
-        ref.step()
-        for x, y in zip(ps, rs): assert torch.equal(x, y)
+    clones_continue_alike(opt)
 
 def test_torch_compile_recipe():
     "A Tensor lr and a scheduler: as torch's, the step runs eagerly inside the compiled function (no graph, no recompile) and gives eager's numbers"

@@ -6,7 +6,7 @@ import optbook
 from optbook import Lion, max_divergence
 from optbook.lion import lion_sign
 from equivalence import assert_random_problem_equal, assert_mixed_dtypes_equal
-from reference_checks import moved_checkpoint_divergence, compile_recipe, train_small as _train
+from reference_checks import moved_checkpoint_divergence, compile_recipe, train_small as _train, clones_continue_alike
 
 timm_optim = pytest.importorskip('timm.optim')  # the reference, a dev dependency
 TOL = 1e-10
@@ -191,15 +191,7 @@ def test_grad_scaler():
 
 def test_pickle_and_deepcopy_continue_alike():
     _, opt = _train(lambda ps: Lion(ps, lr=1e-2, weight_decay=0.1, caution=True))
-    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
-        assert type(clone) is Lion and clone.state_dict()['param_groups'] == opt.state_dict()['param_groups']
-        ps = clone.param_groups[0]['params']
-        for q in ps: q.grad = torch.ones_like(q)
-        clone.step()
-        ref = copy.deepcopy(opt); rs = ref.param_groups[0]['params']
-        for q in rs: q.grad = torch.ones_like(q)
-        ref.step()
-        for x, y in zip(ps, rs): assert torch.equal(x, y)
+    clones_continue_alike(opt)
 
 def test_torch_compile_recipe():
     "A Tensor lr and a scheduler: the compiled step gives eager's numbers; no recompile from the third call on"
